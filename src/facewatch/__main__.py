@@ -1,0 +1,3 @@
+from facewatch.cli import main
+
+raise SystemExit(main())

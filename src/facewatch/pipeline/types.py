@@ -1,0 +1,92 @@
+"""Data that flows through the pipeline: frozen dataclasses holding one array per field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Faces:
+    """The faces found in one image.
+
+    Attributes:
+        xyxy: (N, 4) boxes as x1, y1, x2, y2 in pixels of the source image.
+        kps: (N, 5, 2) landmarks in pixels: eye, eye, nose, mouth corner, mouth corner, in
+            image left-to-right order for each pair (the ArcFace alignment order).
+        score: (N,) detection confidence in [0, 1].
+        sharpness: (N,) variance of the Laplacian of the aligned 112x112 grey crop.
+        frontal: (N,) 1.0 for a face looking straight at the camera, towards 0 in profile.
+        embedding: (N, D) L2-normalised embeddings, or None when not computed. D comes from the
+            model pack.
+    """
+
+    xyxy: FloatArray
+    kps: FloatArray
+    score: FloatArray
+    sharpness: FloatArray
+    frontal: FloatArray
+    embedding: FloatArray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        n = self.xyxy.shape[0]
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        if self.kps.shape != (n, 5, 2):
+            raise ValueError(f"kps must be ({n}, 5, 2), got {self.kps.shape}")
+        for name in ("score", "sharpness", "frontal"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must be ({n},), got {getattr(self, name).shape}")
+        if self.embedding is not None and (
+            self.embedding.ndim != 2 or self.embedding.shape[0] != n
+        ):
+            raise ValueError(f"embedding must be ({n}, D), got {self.embedding.shape}")
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Faces:
+        """Faces selected by a boolean mask, an index array or a slice."""
+        return Faces(
+            xyxy=self.xyxy[index],
+            kps=self.kps[index],
+            score=self.score[index],
+            sharpness=self.sharpness[index],
+            frontal=self.frontal[index],
+            embedding=None if self.embedding is None else self.embedding[index],
+        )
+
+    @property
+    def size(self) -> FloatArray:
+        """(N,) the shorter side of each box, in pixels."""
+        wh = self.xyxy[:, 2:] - self.xyxy[:, :2]
+        return wh.min(axis=1) if len(self) else np.zeros(0, np.float32)
+
+    @property
+    def area(self) -> FloatArray:
+        """(N,) box areas in square pixels."""
+        wh = self.xyxy[:, 2:] - self.xyxy[:, :2]
+        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+
+    def largest(self) -> int:
+        """Index of the face with the largest box; raises IndexError when there is none."""
+        if not len(self):
+            raise IndexError("no faces")
+        return int(np.argmax(self.area))
+
+    @classmethod
+    def empty(cls, embedding_dim: int | None = None) -> Faces:
+        """No faces (with an empty (0, D) embedding when ``embedding_dim`` is given)."""
+        zeros = np.zeros(0, np.float32)
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            kps=np.zeros((0, 5, 2), np.float32),
+            score=zeros,
+            sharpness=zeros,
+            frontal=zeros,
+            embedding=None if embedding_dim is None else np.zeros((0, embedding_dim), np.float32),
+        )

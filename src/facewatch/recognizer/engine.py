@@ -1,0 +1,248 @@
+"""The face engine: batches of frames in, faces with landmarks, quality and embeddings out.
+
+One engine holds one detector session and one recognizer session and may be shared by many
+threads: ONNX Runtime sessions run concurrently, the engine keeps no per-call state, and at most
+``max_workers`` inference calls run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from facewatch.config import EngineSettings
+from facewatch.errors import NoFaceError
+from facewatch.images import validate_array
+from facewatch.pipeline.types import Faces
+from facewatch.recognizer.align import align_faces, frontal, sharpness
+from facewatch.recognizer.detector import DETECTORS, Detections, Detector, DetectorOptions
+from facewatch.recognizer.embedder import Embedder
+from facewatch.recognizer.packs import ModelPack, resolve_pack
+from facewatch.recognizer.session import open_session
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+#: Stages whose time is spent inside ONNX Runtime; everything else is engine overhead.
+INFERENCE_STAGES = ("detect.infer", "embed.infer")
+
+
+class StageTimes:
+    """Thread-safe running totals of seconds and calls per stage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}
+        self._calls: dict[str, int] = {}
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self._seconds[stage] = self._seconds.get(stage, 0.0) + elapsed
+                self._calls[stage] = self._calls.get(stage, 0) + 1
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {k: {"seconds": v, "calls": self._calls[k]} for k, v in self._seconds.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seconds.clear()
+            self._calls.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Whether two faces are the same person at the pack's threshold."""
+
+    same: bool
+    similarity: float
+    threshold: float
+
+
+class FaceEngine:
+    """Detect -> align -> embed on batches of BGR frames; see the module docstring."""
+
+    def __init__(
+        self, pack: ModelPack, detector: Detector, embedder: Embedder, settings: EngineSettings
+    ) -> None:
+        self.pack = pack
+        self.detector = detector
+        self.embedder = embedder
+        self.settings = settings
+        self.times = StageTimes()
+        self._slots = threading.BoundedSemaphore(settings.max_workers)
+
+    @classmethod
+    def load(cls, settings: EngineSettings, pack: ModelPack | None = None) -> FaceEngine:
+        """Resolve the pack, open both sessions on the configured providers, warm them up.
+
+        Raises:
+            ModelLoadError, ModelDownloadError: the models cannot be had.
+            ProviderFallbackError: a GPU was asked for and the sessions run on the CPU.
+        """
+        pack = pack or resolve_pack(settings)
+        det_session, rec_session = (
+            open_session(
+                path,
+                settings.providers,
+                allow_cpu_fallback=settings.allow_cpu_fallback,
+                intra_op_threads=settings.thread_pool_size,
+            )
+            for path in (pack.detector.path, pack.recognizer.path)
+        )
+        options = DetectorOptions(
+            input_size=settings.detection_size,
+            confidence_threshold=settings.confidence_threshold,
+            nms_threshold=settings.nms_threshold,
+            min_face_size=settings.min_face_size,
+            max_batch=settings.batch_size,
+        )
+        detector = DETECTORS[pack.detector.kind](pack.detector, det_session, options)
+        embedder = Embedder(pack.recognizer, rec_session, settings.embed_batch_size)
+        engine = cls(pack, detector, embedder, settings)
+        if settings.warmup:
+            engine.warm_up()
+        log.info(
+            "engine ready: pack %s (%s + %s), %d-d embeddings, providers %s",
+            pack.name,
+            pack.detector.name,
+            pack.recognizer.name,
+            engine.embedding_dim,
+            engine.providers,
+        )
+        return engine
+
+    def warm_up(self) -> None:
+        """One inference per model, so the first real frame does not pay for lazy set-up."""
+        width, height = self.settings.detection_size
+        self.detector.detect([np.zeros((height, width, 3), np.uint8)])
+        self.embedder.embed(np.zeros((1, 112, 112, 3), np.uint8))
+
+    # --- facts ---------------------------------------------------------------------------------
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedder.dim
+
+    @property
+    def match_threshold(self) -> float:
+        """Cosine similarity at which two faces are the same person (settings override the pack)."""
+        if self.settings.match_threshold is not None:
+            return self.settings.match_threshold
+        return self.pack.recognizer.match_threshold
+
+    @property
+    def providers(self) -> dict[str, list[str]]:
+        """Execution providers each session actually runs on."""
+        return {
+            "detector": self.detector.session.get_providers(),
+            "recognizer": self.embedder.session.get_providers(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.pack.describe(),
+            "embedding_dim": self.embedding_dim,
+            "match_threshold": self.match_threshold,
+            "providers": self.providers,
+            "detection_size": list(self.settings.detection_size),
+        }
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def detect(self, images: Sequence[NDArray[np.uint8]]) -> list[Faces]:
+        """Faces (boxes, landmarks, scores, quality) in each BGR frame; no embeddings."""
+        frames = [validate_array(image) for image in images]
+        found = self._detect(frames)
+        faces, _ = self._describe_faces(frames, found)
+        return faces
+
+    def embed(self, images: Sequence[NDArray[np.uint8]]) -> list[Faces]:
+        """Faces of each frame with embeddings: every face of the batch in one embedding call."""
+        frames = [validate_array(image) for image in images]
+        found = self._detect(frames)
+        faces, crops = self._describe_faces(frames, found)
+        embeddings = self.embed_crops(crops)
+        out, start = [], 0
+        for item in faces:
+            stop = start + len(item)
+            out.append(
+                Faces(
+                    item.xyxy,
+                    item.kps,
+                    item.score,
+                    item.sharpness,
+                    item.frontal,
+                    embeddings[start:stop],
+                )
+            )
+            start = stop
+        return out
+
+    def embed_crops(self, crops: NDArray[np.uint8]) -> F32:
+        """(N, 112, 112, 3) aligned BGR crops -> (N, D) L2-normalised embeddings."""
+        with self.times.measure("embed.prepare"):
+            blob = self.embedder.blob(crops)
+        with self._slots, self.times.measure("embed.infer"):
+            raw = self.embedder.infer(blob)
+        with self.times.measure("embed.normalise"):
+            return self.embedder.normalise(raw)
+
+    def verify(self, image_a: NDArray[np.uint8], image_b: NDArray[np.uint8]) -> Verification:
+        """Compare the largest face of each image.
+
+        Raises:
+            NoFaceError: an image has no face (``index`` says which).
+        """
+        faces = self.embed([image_a, image_b])
+        for index, (label, item) in enumerate(zip(("first", "second"), faces, strict=True)):
+            if not len(item):
+                raise NoFaceError(f"no face found in the {label} image", index=index)
+        a = faces[0].embedding[faces[0].largest()]  # type: ignore[index]
+        b = faces[1].embedding[faces[1].largest()]  # type: ignore[index]
+        similarity = float(np.dot(a, b))
+        return Verification(similarity >= self.match_threshold, similarity, self.match_threshold)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _detect(self, frames: list[NDArray[np.uint8]]) -> list[Detections]:
+        found: list[Detections] = []
+        step = self.detector.options.max_batch
+        for start in range(0, len(frames), step):
+            chunk = frames[start : start + step]
+            with self.times.measure("detect.prepare"):
+                blob, scales = self.detector.prepare(chunk)
+            with self._slots, self.times.measure("detect.infer"):
+                outputs = self.detector.infer(blob)
+            with self.times.measure("detect.decode"):
+                found.extend(self.detector.postprocess(outputs, scales, [f.shape for f in chunk]))
+        return found
+
+    def _describe_faces(
+        self, frames: list[NDArray[np.uint8]], found: list[Detections]
+    ) -> tuple[list[Faces], NDArray[np.uint8]]:
+        size = self.pack.recognizer.input_size
+        faces, crops = [], []
+        with self.times.measure("align"):
+            for frame, det in zip(frames, found, strict=True):
+                aligned = align_faces(frame, det.kps, size)
+                crops.append(aligned)
+                faces.append(
+                    Faces(det.xyxy, det.kps, det.score, sharpness(aligned), frontal(det.kps))
+                )
+        all_crops = np.concatenate(crops) if crops else np.zeros((0, size[1], size[0], 3), np.uint8)
+        return faces, all_crops
