@@ -221,6 +221,11 @@ class WatchlistSettings(Section):
         ge=0,
         description="Templates above which the FAISS index becomes approximate (IVF).",
     )
+    approximate_index: Literal["pq", "ivf"] = Field(
+        "pq",
+        description="Approximate FAISS index above approximate_above: pq (4-bit product-"
+        "quantized scan of every row, re-ranked exactly) or ivf (inverted lists, nprobe cells).",
+    )
     nprobe: int = Field(32, ge=1, le=65536, description="IVF cells searched per query.")
     use_gpu: bool = Field(True, description="Put the FAISS index on the GPU when FAISS sees one.")
     top_k: int = Field(5, ge=1, le=100, description="Candidate persons returned per face.")
@@ -272,6 +277,66 @@ class WatchlistSettings(Section):
     )
 
 
+class PipelineSettings(Section):
+    """The realtime pipeline: batching, tracking, when to embed, alerts."""
+
+    batch_wait_ms: float = Field(
+        15.0,
+        ge=0.0,
+        le=10_000.0,
+        description="A detection batch leaves this long after its first frame if not full "
+        "(full: FACE_AI_BATCH_SIZE frames).",
+    )
+    embed_wait_ms: float = Field(
+        10.0,
+        ge=0.0,
+        le=10_000.0,
+        description="An embedding batch leaves this long after its first face if not full.",
+    )
+    max_in_flight_batches: int = Field(
+        2, ge=1, le=64, description="Detection batches queued for the embedding stage at most."
+    )
+    embed_interval_s: float = Field(
+        2.0, gt=0.0, description="A track is re-embedded at most this often unless it improves."
+    )
+    embed_improve_ratio: float = Field(
+        1.25,
+        ge=1.0,
+        description="A track is re-embedded at once when a face's quality reaches its best "
+        "embedded quality times this.",
+    )
+    max_embeddings_per_track: int = Field(20, ge=1, description="Embeddings per track at most.")
+    evidence_size: int = Field(
+        5, ge=1, le=100, description="Best embeddings of a track that decide who it is."
+    )
+    match_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Similarity by which the best person must beat the second to be named.",
+    )
+    track_max_age_s: float = Field(
+        1.0, gt=0.0, description="A track unseen for this long has ended."
+    )
+    cooldown_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="After a match for a person on a stream, new tracks of that person on that "
+        "stream raise no new match for this long (0: off).",
+    )
+    unknown_events: bool = Field(
+        False, description="Raise 'unknown' alerts for tracked faces nobody matches."
+    )
+    unknown_after_s: float = Field(
+        2.0, ge=0.0, description="How long a track stays unmatched before it is 'unknown'."
+    )
+    snapshots: bool = Field(True, description="Save a JPEG of the face and frame per alert.")
+    snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
+    shutdown_grace_s: float = Field(
+        5.0, ge=0.0, description="At shutdown, frames in flight get this long to finish."
+    )
+
+
 class Settings(BaseSettings):
     """Root of all facewatch settings."""
 
@@ -287,6 +352,7 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings)  # type: ignore[arg-type]
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)  # type: ignore[arg-type]
 
     @property
     def database_url(self) -> str:

@@ -49,7 +49,9 @@ def test_quick_run_describes_itself(quick_run: dict[str, Any]) -> None:
     assert IndexPolicy().nprobe in quick_run["nprobe_swept"]
     assert quick_run["policy_defaults"] == {
         "approximate_above": IndexPolicy().approximate_above,
+        "approximate": IndexPolicy().approximate,
         "nprobe": IndexPolicy().nprobe,
+        "refine_factor": IndexPolicy().refine_factor,
     }
 
 
@@ -57,7 +59,7 @@ def test_quick_run_describes_itself(quick_run: dict[str, Any]) -> None:
 def test_every_method_has_well_formed_figures(quick_run: dict[str, Any]) -> None:
     for size in sizes(quick_run):
         methods = size["methods"]
-        assert set(methods) == {"exact", "numpy"} | ivf_names(quick_run)
+        assert set(methods) == {"exact", "pq", "numpy"} | ivf_names(quick_run)
         for name, figures in methods.items():
             single = figures["single"]
             assert 0 < single["p50_ms"] <= single["p99_ms"], name
@@ -81,7 +83,9 @@ def test_indexes_are_of_the_kind_asked_for(quick_run: dict[str, Any]) -> None:
             assert figures["kind"] == "ivf"
             assert name == f"ivf_nprobe_{figures['nprobe']}"
             assert 1 <= figures["nlist"] <= size["n"]
-        for name in {"exact"} | ivf_names(quick_run):
+        assert methods["pq"]["kind"] == "pq"
+        assert methods["pq"]["refine_factor"] == IndexPolicy().refine_factor
+        for name in {"exact", "pq"} | ivf_names(quick_run):
             assert methods[name]["build_s"] > 0
             assert isinstance(methods[name]["rss_growth_bytes"], int)
 
@@ -109,8 +113,8 @@ def test_ratios_and_goals(quick_run: dict[str, Any]) -> None:
             "exact_batched_vs_exact_single",
         ):
             assert ratios[name] > 0, name
-        for name in ("ivf_vs_exact_single", "ivf_vs_exact_batched"):
-            assert set(ratios[name]) == ivf_names(quick_run)
+        for name in ("approximate_vs_exact_single", "approximate_vs_exact_batched"):
+            assert set(ratios[name]) == {"pq"} | ivf_names(quick_run)
             assert all(ratio > 0 for ratio in ratios[name].values())
     assert quick_run["goals_judged_at_n"] == max(int(n) for n in QUICK_SIZES)
     assert set(quick_run["goals"]) == GOALS
@@ -118,7 +122,7 @@ def test_ratios_and_goals(quick_run: dict[str, Any]) -> None:
     figures = quick_run["goal_figures"]
     assert figures["exact_batched_vs_numpy_single"] > 0
     assert figures["exact_batched_vs_numpy_batched"] > 0
-    assert figures["approximate_nprobe"] == IndexPolicy().nprobe
-    assert figures["approximate_single_p99_ms"] > 0
+    assert figures["approximate_method"] == "pq"
+    assert 0 < figures["approximate_single_p50_ms"] <= figures["approximate_single_p99_ms"]
     assert 0 <= figures["approximate_recall_at_1"] <= 1
-    assert set(figures["nprobe_meeting_approximate_goal"]) <= set(quick_run["nprobe_swept"])
+    assert set(figures["approximate_methods_meeting_goal"]) <= {"pq"} | ivf_names(quick_run)

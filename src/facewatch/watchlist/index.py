@@ -9,6 +9,13 @@ without a round trip to the store.
 and swaps one reference. Small changes go into a delta (brute-forced with NumPy) and a set of
 removed ids; when those grow past a bound the base FAISS index is rebuilt from the live
 vectors, still beside the published one.
+
+Above ``approximate_above`` rows the base becomes approximate. The default, ``pq``, scans every
+row's 4-bit product-quantized code (``IndexPQFastScan``, 32 bytes a row at 512-d) and re-ranks
+the ``refine_factor × k`` best with the exact vectors (``IndexRefineFlat``): it needs no cluster
+structure in the data, so a probe's own template is never left in an unvisited cell as it can
+be with IVF, and its cost is a fast linear scan of codes a tenth the size of the vectors.
+``ivf`` (``IndexIVFFlat``) stays available for galleries far beyond what one scan can serve.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from facewatch.errors import WatchlistError
 
 I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
-IndexKind = Literal["exact", "ivf"]
+IndexKind = Literal["exact", "pq", "ivf"]
+ApproximateKind = Literal["pq", "ivf"]
 
 #: No face: the id used to pad results when fewer than ``k`` rows exist.
 NO_FACE = -1
@@ -141,8 +149,11 @@ class IndexPolicy:
     """When and how the FAISS base index becomes approximate.
 
     Attributes:
-        approximate_above: live rows above which the base is an IVF index instead of exact.
+        approximate_above: live rows above which the base is approximate instead of exact.
+        approximate: which approximate index: ``pq`` (compressed scan + exact re-ranking) or
+            ``ivf`` (inverted lists).
         nprobe: IVF cells visited per query.
+        refine_factor: ``pq`` re-ranks this many times ``k`` candidates with exact vectors.
         delta_limit: rows added since the last rebuild that are brute-forced beside the base;
             past it (or ``delta_fraction`` of the base) the base is rebuilt.
         delta_fraction: see ``delta_limit``.
@@ -150,13 +161,24 @@ class IndexPolicy:
     """
 
     approximate_above: int = 100_000
+    approximate: ApproximateKind = "pq"
     nprobe: int = 32
+    refine_factor: int = 32
     delta_limit: int = 4096
     delta_fraction: float = 0.05
     removed_limit: int = 1024
 
     def kind_for(self, rows: int) -> IndexKind:
-        return "ivf" if rows > self.approximate_above else "exact"
+        return self.approximate if rows > self.approximate_above else "exact"
+
+    @staticmethod
+    def pq_subquantizers(dim: int) -> int:
+        """Sub-quantizers of the ``pq`` index: one per 8 dimensions (4 bits each), at least 2,
+        and a divisor of ``dim`` as product quantization requires."""
+        m = max(2, dim // 8)
+        while dim % m:
+            m -= 1
+        return m
 
     @staticmethod
     def nlist_for(rows: int) -> int:
@@ -245,6 +267,7 @@ class FaissIndex:
             "removed_rows": len(state.removed),
             "nlist": int(state.base.nlist) if state.kind == "ivf" else None,
             "nprobe": self.policy.nprobe if state.kind == "ivf" else None,
+            "refine_factor": self.policy.refine_factor if state.kind == "pq" else None,
         }
 
     # -- writing (serialised by one lock) -------------------------------------------------------
@@ -322,7 +345,7 @@ class FaissIndex:
             raise WatchlistError(f"index dump is unreadable: {exc}") from exc
         rows = 0 if base is None else int(base.ntotal)
         if (
-            kind not in ("exact", "ivf")
+            kind not in ("exact", "pq", "ivf")
             or (base is not None and base.d != self._dim)
             or not (rows == len(base_ids) == len(base_persons))
             or not (len(delta) == len(delta_ids) == len(delta_persons))
@@ -332,10 +355,12 @@ class FaissIndex:
         if isinstance(base, faiss.IndexIVF):
             base.nprobe = self.policy.nprobe
             base.make_direct_map()
-        if base is not None and self._gpu:
+        if isinstance(base, faiss.IndexRefine):
+            base.k_factor = float(self.policy.refine_factor)
+        if base is not None and self._gpu and kind != "pq":
             base = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, base)
         state = _Published(
-            "ivf" if kind == "ivf" else "exact",
+            "ivf" if kind == "ivf" else "pq" if kind == "pq" else "exact",
             base,
             base_ids,
             base_persons,
@@ -400,6 +425,9 @@ class FaissIndex:
 
     def _build(self, ids: I64, persons: I64, rows: F32) -> _Published:
         kind = self.policy.kind_for(len(ids))
+        if kind == "pq" and self._gpu:
+            # FAISS has no GPU fast-scan index, and exact search on a GPU is faster anyway.
+            kind = "exact"
         base = self._new_base(kind, rows) if len(ids) else None
         if base is not None:
             base.add(rows)
@@ -412,6 +440,15 @@ class FaissIndex:
         index: Any
         if kind == "exact":
             index = faiss.IndexFlatIP(self._dim)
+        elif kind == "pq":
+            codes = faiss.IndexPQFastScan(
+                self._dim, self.policy.pq_subquantizers(self._dim), 4, faiss.METRIC_INNER_PRODUCT
+            )
+            index = faiss.IndexRefineFlat(codes)
+            index.k_factor = float(self.policy.refine_factor)
+            # 16 centroids per sub-quantizer: a few thousand rows train them; more only slows.
+            index.train(rows[np.random.default_rng(0).permutation(len(rows))[:65_536]])
+            return index
         else:
             nlist = self.policy.nlist_for(len(rows))
             quantizer = faiss.IndexFlatIP(self._dim)
@@ -509,8 +546,9 @@ def _validate_rows(
 
 def _memory_bytes(state: _Published, dim: int) -> int:
     rows = state.base_rows + int(state.delta_face_ids.shape[0])
-    # Vectors (IVF lists hold them once more with ids) plus the two id columns.
-    return rows * (dim * 4 + 16) + (state.base_rows * 8 if state.kind == "ivf" else 0)
+    # Vectors (IVF lists hold them once more with ids; pq adds its codes) plus the id columns.
+    extra = {"ivf": 8, "pq": IndexPolicy.pq_subquantizers(dim) // 2}.get(state.kind, 0)
+    return rows * (dim * 4 + 16) + state.base_rows * extra
 
 
 def gpu_count() -> int:

@@ -607,7 +607,11 @@ def _open_index(settings: Settings, engine: FaceEngine) -> VectorIndex:
             f"{dim}-d embeddings"
         )
     if options.backend == "faiss":
-        policy = IndexPolicy(approximate_above=options.approximate_above, nprobe=options.nprobe)
+        policy = IndexPolicy(
+            approximate_above=options.approximate_above,
+            approximate=options.approximate_index,
+            nprobe=options.nprobe,
+        )
         return FaissIndex(dim, policy, use_gpu=options.use_gpu)
     try:
         from facewatch.watchlist.milvus import MilvusIndex

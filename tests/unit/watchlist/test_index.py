@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 from facewatch.errors import WatchlistError
 from facewatch.watchlist.index import (
     NO_FACE,
+    ApproximateKind,
     FaissIndex,
     Hits,
     IndexPolicy,
@@ -54,20 +55,37 @@ def test_removed_rows_never_come_back_after_rebuilds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "approximate_above", "kind"),
-    [(500, 1000, "exact"), (500, 499, "ivf"), (500, 500, "exact")],
+    ("rows", "approximate_above", "approximate", "kind"),
+    [
+        (500, 1000, "pq", "exact"),
+        (500, 499, "pq", "pq"),
+        (500, 499, "ivf", "ivf"),
+        (500, 500, "ivf", "exact"),
+    ],
 )
-def test_kind_follows_the_size(rows: int, approximate_above: int, kind: str) -> None:
-    index = FaissIndex(DIM, IndexPolicy(approximate_above=approximate_above), use_gpu=False)
+def test_kind_follows_the_size(
+    rows: int, approximate_above: int, approximate: ApproximateKind, kind: str
+) -> None:
+    policy = IndexPolicy(approximate_above=approximate_above, approximate=approximate)
+    index = FaissIndex(DIM, policy, use_gpu=False)
     index.replace_all(np.arange(rows), np.arange(rows), unit(rows))
     assert index.kind == kind
     assert index.status()["kind"] == kind
 
 
-def test_ivf_finds_noisy_probes_like_exact_search() -> None:
+@pytest.mark.parametrize(
+    "policy",
+    [
+        IndexPolicy(approximate_above=0, approximate="ivf", nprobe=16),
+        IndexPolicy(approximate_above=0, approximate="pq"),
+    ],
+    ids=["ivf", "pq"],
+)
+def test_approximate_finds_noisy_probes_like_exact_search(policy: IndexPolicy) -> None:
     rows = unit(4000)
     exact = FaissIndex(DIM, IndexPolicy(approximate_above=10**9), use_gpu=False)
-    ivf = FaissIndex(DIM, IndexPolicy(approximate_above=0, nprobe=16), use_gpu=False)
+    ivf = FaissIndex(DIM, policy, use_gpu=False)
+    assert ivf.policy.kind_for(4000) == policy.approximate
     for index in (exact, ivf):
         index.replace_all(np.arange(4000), np.arange(4000), rows)
     queries = probes(rows[:300], noise=0.08)
@@ -77,9 +95,18 @@ def test_ivf_finds_noisy_probes_like_exact_search() -> None:
     assert np.mean(found == truth) >= 0.97
 
 
-@pytest.mark.parametrize("approximate_above", [10**9, 0])
-def test_dump_and_restore_keep_every_row(approximate_above: int) -> None:
-    policy = IndexPolicy(approximate_above=approximate_above, delta_limit=50, delta_fraction=0.0)
+@pytest.mark.parametrize(
+    ("approximate_above", "approximate"), [(10**9, "pq"), (0, "pq"), (0, "ivf")]
+)
+def test_dump_and_restore_keep_every_row(
+    approximate_above: int, approximate: ApproximateKind
+) -> None:
+    policy = IndexPolicy(
+        approximate_above=approximate_above,
+        approximate=approximate,
+        delta_limit=50,
+        delta_fraction=0.0,
+    )
     index = FaissIndex(DIM, policy, use_gpu=False)
     rows = unit(2000)
     index.replace_all(np.arange(2000), np.arange(2000) // 2, rows[:2000])
@@ -140,6 +167,11 @@ def test_best_per_person(
         np.array([faces], np.int64), np.array([persons], np.int64), np.array([sims], np.float32)
     )
     assert [(m.person_id, m.face_id) for m in best_per_person(hits, 0, k)] == expected
+
+
+@pytest.mark.parametrize(("dim", "expected"), [(512, 64), (128, 16), (100, 10), (16, 2), (3, 1)])
+def test_pq_subquantizers_divide_the_dimension(dim: int, expected: int) -> None:
+    assert IndexPolicy.pq_subquantizers(dim) == expected
 
 
 @pytest.mark.parametrize(("rows", "expected"), [(10, 1), (390, 10), (10_000, 256), (10**6, 4000)])
