@@ -1,5 +1,5 @@
-"""Command line: ``facewatch doctor|detect|embed|verify|demo|config`` and the watchlist commands
-of :mod:`facewatch.cli_watchlist`.
+"""Command line: ``facewatch doctor|detect|embed|verify|demo|config``, the watchlist commands
+of :mod:`facewatch.cli_watchlist` and ``watch`` (:mod:`facewatch.cli_watch`).
 
 Every command writes JSON lines on stdout (one object per image, or one object) and logs on
 stderr. Bad input gives a one-line ``facewatch: error: ...`` on stderr and a non-zero exit code:
@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from facewatch import __version__
+from facewatch.cli_watch import add_watch_command
 from facewatch.cli_watchlist import add_commands
 from facewatch.config import Settings, describe_settings, load_settings
 from facewatch.errors import ConfigError, FacewatchError, ImageError, NoFaceError
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config)
 
     add_commands(commands, data_dir)
+    add_watch_command(commands, data_dir)
     return parser
 
 

@@ -350,9 +350,9 @@ class Settings(BaseSettings):
         default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share") / "facewatch",
         description="Where facewatch keeps its database, index snapshots and snapshots.",
     )
-    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
-    watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings)  # type: ignore[arg-type]
-    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     @property
     def database_url(self) -> str:

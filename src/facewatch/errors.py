@@ -12,7 +12,9 @@ catch one root. Errors carry the data that explains them as attributes, not only
     │   ├── ModelLoadError        missing, corrupt or unsuitable model file / pack
     │   ├── ModelDownloadError    pack could not be fetched or failed its checksum
     │   └── ProviderFallbackError GPU asked for, session fell back to CPU
-    ├── StreamError               (stream package)
+    ├── StreamError               a video source that failed (closed, stalled, lost)
+    │   ├── StreamOpenError       a source that cannot be opened (names the url)
+    │   └── DecodeError           data from a source that cannot be decoded
     └── WatchlistError            the watchlist store or index
         ├── StoreError            the database cannot be reached or migrated
         ├── PersonNotFoundError   no person with that id (or name)
@@ -108,7 +110,31 @@ class ProviderFallbackError(ModelError):
 
 
 class StreamError(FacewatchError):
-    """A video source that cannot be opened or decoded."""
+    """A video source that failed: it cannot be opened, stalled, ended early or was lost."""
+
+
+class StreamOpenError(StreamError):
+    """A source that cannot be opened (no such file, refused, not a video, ...).
+
+    ``url`` is the source with any credentials replaced by ``***``; ``reason`` says why.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot open {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class DecodeError(StreamError):
+    """Data from a source that cannot be demuxed or decoded (one packet or frame).
+
+    ``url`` is the source with any credentials replaced by ``***``; ``reason`` says why.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot decode {url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class WatchlistError(FacewatchError):

@@ -90,3 +90,34 @@ class Faces:
             frontal=zeros,
             embedding=None if embedding_dim is None else np.zeros((0, embedding_dim), np.float32),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded video frame on its way through the pipeline.
+
+    Attributes:
+        stream_id: the stream it came from.
+        seq: its number within the stream, from 0, counting every frame decoded (dropped ones
+            included), so gaps show drops.
+        pts_s: presentation time in seconds as the source gives it; may jump back when a
+            looping source starts over.
+        captured_at: wall-clock time (UNIX seconds) when it was decoded.
+        decoded_at: ``time.monotonic()`` when it was decoded; latencies are measured from it.
+        image: (H, W, 3) uint8 BGR pixels.
+    """
+
+    stream_id: str
+    seq: int
+    pts_s: float
+    captured_at: float
+    decoded_at: float
+    image: NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {self.image.shape}")
+
+    @property
+    def resolution_wh(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[0])

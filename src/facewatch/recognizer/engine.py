@@ -7,6 +7,7 @@ threads: ONNX Runtime sessions run concurrently, the engine keeps no per-call st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -85,6 +86,8 @@ class FaceEngine:
         self.settings = settings
         self.times = StageTimes()
         self._slots = threading.BoundedSemaphore(settings.max_workers)
+        self._detectors = {detector.options.input_size: detector}
+        self._detectors_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: EngineSettings, pack: ModelPack | None = None) -> FaceEngine:
@@ -171,12 +174,34 @@ class FaceEngine:
         faces, _ = self._describe_faces(frames, found)
         return faces
 
+    def detect_aligned(
+        self,
+        images: Sequence[NDArray[np.uint8]],
+        input_size: tuple[int, int] | None = None,
+    ) -> tuple[list[Faces], list[NDArray[np.uint8]]]:
+        """Faces of each frame (no embeddings) and their aligned crops, for embedding later.
+
+        Args:
+            images: BGR frames of any sizes.
+            input_size: detector input (width, height) for this call; default: the settings'.
+
+        Returns:
+            One ``Faces`` per image and, per image, its (N, h, w, 3) aligned crops (h, w: the
+            recognizer's input), row i being face i.
+        """
+        frames = [validate_array(image) for image in images]
+        found = self._detect(frames, input_size)
+        return self._describe_faces(frames, found)
+
     def embed(self, images: Sequence[NDArray[np.uint8]]) -> list[Faces]:
         """Faces of each frame with embeddings: every face of the batch in one embedding call."""
         frames = [validate_array(image) for image in images]
         found = self._detect(frames)
         faces, crops = self._describe_faces(frames, found)
-        embeddings = self.embed_crops(crops)
+        width, height = self.pack.recognizer.input_size
+        embeddings = self.embed_crops(
+            np.concatenate(crops) if crops else np.zeros((0, height, width, 3), np.uint8)
+        )
         out, start = [], 0
         for item in faces:
             stop = start + len(item)
@@ -219,22 +244,37 @@ class FaceEngine:
 
     # --- steps ---------------------------------------------------------------------------------
 
-    def _detect(self, frames: list[NDArray[np.uint8]]) -> list[Detections]:
+    def _detector_for(self, input_size: tuple[int, int] | None) -> Detector:
+        """The detector for an input size: the same session, decoded for that size."""
+        if input_size is None:
+            return self.detector
+        with self._detectors_lock:
+            detector = self._detectors.get(input_size)
+            if detector is None:
+                options = dataclasses.replace(self.detector.options, input_size=input_size)
+                detector = type(self.detector)(self.detector.spec, self.detector.session, options)
+                self._detectors[input_size] = detector
+            return detector
+
+    def _detect(
+        self, frames: list[NDArray[np.uint8]], input_size: tuple[int, int] | None = None
+    ) -> list[Detections]:
+        detector = self._detector_for(input_size)
         found: list[Detections] = []
-        step = self.detector.options.max_batch
+        step = detector.options.max_batch
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             with self.times.measure("detect.prepare"):
-                blob, scales = self.detector.prepare(chunk)
+                blob, scales = detector.prepare(chunk)
             with self._slots, self.times.measure("detect.infer"):
-                outputs = self.detector.infer(blob)
+                outputs = detector.infer(blob)
             with self.times.measure("detect.decode"):
-                found.extend(self.detector.postprocess(outputs, scales, [f.shape for f in chunk]))
+                found.extend(detector.postprocess(outputs, scales, [f.shape for f in chunk]))
         return found
 
     def _describe_faces(
         self, frames: list[NDArray[np.uint8]], found: list[Detections]
-    ) -> tuple[list[Faces], NDArray[np.uint8]]:
+    ) -> tuple[list[Faces], list[NDArray[np.uint8]]]:
         size = self.pack.recognizer.input_size
         faces, crops = [], []
         with self.times.measure("align"):
@@ -244,5 +284,4 @@ class FaceEngine:
                 faces.append(
                     Faces(det.xyxy, det.kps, det.score, sharpness(aligned), frontal(det.kps))
                 )
-        all_crops = np.concatenate(crops) if crops else np.zeros((0, size[1], size[0], 3), np.uint8)
-        return faces, all_crops
+        return faces, crops

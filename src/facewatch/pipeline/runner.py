@@ -1,0 +1,599 @@
+"""The realtime pipeline: streams in, alerts out.
+
+Stages, each one asyncio task under one :class:`asyncio.TaskGroup`, connected by bounded queues::
+
+    streams → FrameHub → detect → track → embed queue → embed + search → alert queue → alerts
+
+* FrameHub keeps the newest frame(s) of each stream and drops the oldest (counted).
+* Detection takes one batch of frames across all streams (``FACE_AI_BATCH_SIZE`` frames, or
+  ``batch_wait_ms`` after the first) and runs it in one inference call on a worker thread.
+* Tracking associates faces with tracks per stream and asks for an embedding only when a track
+  appears, when its face clearly improves, or after ``embed_interval_s``.
+* Embedding gathers the requested faces of every stream into one call, adds them to their
+  track's evidence, searches the watchlist with each changed track's template in one batch, and
+  turns decisions into alert events (match / update / ended / unknown) with cooldowns.
+* Alerting names the person, writes the snapshots and publishes to every subscriber.
+
+A slow stage makes live streams skip frames (their hub queue keeps only the newest), never fall
+behind; a file read without pacing waits instead, so every frame of it is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from facewatch.config import Settings
+from facewatch.errors import FacewatchError
+from facewatch.pipeline.alerts import Alert, AlertBus, SnapshotWriter, Subscription, new_alert_id
+from facewatch.pipeline.batcher import BatchPolicy, next_batch
+from facewatch.pipeline.identity import (
+    Decision,
+    EmbedPolicy,
+    TrackEvidence,
+    decide,
+    face_quality,
+    should_embed,
+)
+from facewatch.pipeline.lifecycle import AlertLifecycle, LifecycleConfig, LifecycleEvent
+from facewatch.pipeline.metrics import PipelineMetrics
+from facewatch.pipeline.queues import ClosableQueue, FrameHub, QueueClosed
+from facewatch.pipeline.tracker import Tracker, TrackerConfig
+from facewatch.pipeline.types import Faces, Frame
+from facewatch.recognizer.engine import FaceEngine
+from facewatch.stream.config import StreamConfig
+from facewatch.stream.manager import Stream, StreamManager
+from facewatch.watchlist.service import Watchlist
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedJob:
+    """A face a track wants embedded: its aligned crop and where it came from."""
+
+    frame: Frame
+    track: int
+    crop: NDArray[np.uint8]
+    quality: float
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEnd:
+    """A track was lost (or its stream stopped); queued behind that track's embed jobs."""
+
+    stream: str
+    track: int
+    pts_s: float
+
+
+@dataclass(slots=True)
+class TrackState:
+    """What the pipeline knows of one live track."""
+
+    stream: str
+    track: int
+    started_pts: float
+    started_at: float
+    bbox: tuple[float, float, float, float]
+    evidence: TrackEvidence
+    requested: int = 0
+    requested_best_quality: float | None = None
+    requested_at: float | None = None
+    best_frame: Frame | None = None
+    best_bbox: tuple[float, float, float, float] | None = None
+    best_quality: float = -1.0
+    decision: Decision | None = None
+    snapshot: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAlert:
+    """A lifecycle event with what the alert stage needs to turn it into an :class:`Alert`."""
+
+    event: LifecycleEvent
+    frame: Frame | None
+    bbox: tuple[float, float, float, float]
+    track_started_at: float
+    decoded_at: float | None
+    state: TrackState
+
+
+@dataclass(slots=True)
+class PipelineCounts:
+    """Totals for the end-of-run summary."""
+
+    faces: int = 0
+    tracks: int = 0
+    embeddings: int = 0
+    searches: int = 0
+    alerts: Tally[str] = field(default_factory=Tally)
+    snapshot_errors: int = 0
+
+
+class Pipeline:
+    """Runs streams through detection, tracking, embedding, matching and alerting.
+
+    Use as ``async with Pipeline(...) as pipeline``; :meth:`close` is also safe to call twice.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: FaceEngine,
+        watchlist: Watchlist,
+        *,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.pipeline
+        self.engine = engine
+        self.watchlist = watchlist
+        self.metrics = metrics or PipelineMetrics()
+        self.bus = AlertBus()
+        self.counts = PipelineCounts()
+        self.snapshots = (
+            SnapshotWriter(settings.data_dir.expanduser(), self.config.snapshot_quality)
+            if self.config.snapshots
+            else None
+        )
+        self.hub = FrameHub(on_drop=self._on_dropped, depth_for=self._hub_depth)
+        # An unpaced file may have two batches' worth of frames out: one being detected, one
+        # waiting in the hub, which holds them all (see _hub_depth), so none is ever dropped.
+        self._file_window = 2 * engine.settings.batch_size
+        self.streams = StreamManager(self._on_frame, max_in_flight=self._file_window)
+        self._detect_policy = BatchPolicy(
+            engine.settings.batch_size, self.config.batch_wait_ms / 1e3
+        )
+        self._embed_policy = BatchPolicy(
+            engine.settings.embed_batch_size, self.config.embed_wait_ms / 1e3
+        )
+        self._embed_queue: ClosableQueue[EmbedJob | TrackEnd] = ClosableQueue(
+            engine.settings.embed_batch_size * self.config.max_in_flight_batches
+        )
+        self._alert_queue: ClosableQueue[PendingAlert] = ClosableQueue(1024)
+        self._tracker_config = TrackerConfig(max_age_s=self.config.track_max_age_s)
+        self._trackers: dict[str, Tracker] = {}
+        self._last_pts: dict[str, float] = {}
+        self._tracks: dict[tuple[str, int], TrackState] = {}
+        self._embed_rules = EmbedPolicy(
+            improve_ratio=self.config.embed_improve_ratio,
+            interval_s=self.config.embed_interval_s,
+            max_per_track=self.config.max_embeddings_per_track,
+        )
+        self._lifecycle = AlertLifecycle(
+            LifecycleConfig(
+                cooldown_s=self.config.cooldown_s,
+                unknown_events=self.config.unknown_events,
+                unknown_after_s=self.config.unknown_after_s,
+            )
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=engine.settings.max_workers + 1, thread_name_prefix="facewatch-pipeline"
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = asyncio.Event()
+        self.started_at = time.monotonic()
+        self.busy_s: defaultdict[str, float] = defaultdict(float)
+        self._suppressed_seen = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self.started_at = time.monotonic()
+            self._task = asyncio.create_task(self._run(), name="facewatch-pipeline")
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._detect_stage(), name="facewatch-detect")
+                group.create_task(self._embed_stage(), name="facewatch-embed")
+                group.create_task(self._alert_stage(), name="facewatch-alert")
+        finally:
+            self._closed.set()
+
+    async def close(self) -> None:
+        """Stop accepting, stop the sources, drain within the grace period, cancel the rest."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        grace = self.config.shutdown_grace_s
+        await self.streams.close(grace_s=grace)
+        self.hub.close()
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                log.warning("pipeline did not drain in %.1f s; cancelling", grace)
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            except Exception:
+                log.exception("pipeline stage failed")
+        self._closed.set()
+        self.bus.close()
+        # Every stage has stopped, so at most one inference call is still running: waiting for
+        # it here is short, and borrowing the loop's default executor would leave its thread.
+        self._executor.shutdown(wait=True)
+
+    # --- streams --------------------------------------------------------------------------------
+
+    async def add_stream(self, config: StreamConfig, stream_id: str | None = None) -> Stream:
+        if self._closing:
+            raise FacewatchError("the pipeline is shutting down")
+        return await self.streams.add(config, stream_id)
+
+    async def remove_stream(self, stream_id: str) -> None:
+        await self.streams.remove(stream_id)
+        for frame in self.hub.close_stream(stream_id):
+            self._on_dropped(frame, "removed")
+        tracker = self._trackers.pop(stream_id, None)
+        if tracker is not None:
+            for track in tracker.flush():
+                await self._embed_queue.put(TrackEnd(stream_id, track, self._last_pts[stream_id]))
+
+    def subscribe(self, maxsize: int = 1000) -> Subscription:
+        return self.bus.subscribe(maxsize)
+
+    def _hub_depth(self, stream_id: str) -> int:
+        """Frames a stream may have waiting: one for live video, a batch for a file read fast."""
+        try:
+            stream = self.streams.get(stream_id)
+        except KeyError:
+            return 1
+        return 1 if stream.live else self._file_window
+
+    def _on_frame(self, frame: Frame) -> None:
+        self.hub.put(frame)
+
+    def _on_dropped(self, frame: Frame, reason: str) -> None:
+        self.metrics.dropped.labels(frame.stream_id, reason).inc()
+        try:
+            stream = self.streams.get(frame.stream_id)
+        except KeyError:
+            return
+        stream.count_dropped(reason)
+        stream.release(frame)
+
+    # --- detect and track -----------------------------------------------------------------------
+
+    async def _detect_stage(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    frames = await next_batch(self.hub, self._detect_policy)
+                except QueueClosed:
+                    break
+                now = time.monotonic()
+                for frame in frames:
+                    self.metrics.stage_seconds.labels("queue").observe(now - frame.decoded_at)
+                self.metrics.batch_size.labels("detect").observe(len(frames))
+                for size, group in self._by_detection_size(frames).items():
+                    started = time.perf_counter()
+                    found = await loop.run_in_executor(self._executor, self._detect, group, size)
+                    self._busy("detect", started)
+                    for frame, (faces, crops) in zip(group, found, strict=True):
+                        await self._track(frame, faces, crops)
+        finally:
+            for stream_id, tracker in list(self._trackers.items()):
+                for track in tracker.flush():
+                    await self._put_embed(TrackEnd(stream_id, track, self._last_pts[stream_id]))
+            self._embed_queue.close()
+
+    def _by_detection_size(
+        self, frames: Sequence[Frame]
+    ) -> dict[tuple[int, int] | None, list[Frame]]:
+        groups: dict[tuple[int, int] | None, list[Frame]] = {}
+        for frame in frames:
+            groups.setdefault(self._stream_config(frame.stream_id).detection_size, []).append(frame)
+        return groups
+
+    def _stream_config(self, stream_id: str) -> StreamConfig:
+        try:
+            return self.streams.get(stream_id).config
+        except KeyError:
+            return StreamConfig(url="removed")
+
+    def _detect(
+        self, frames: Sequence[Frame], size: tuple[int, int] | None
+    ) -> list[tuple[Faces, NDArray[np.uint8]]]:
+        """Worker thread: detect in each frame (its region of interest), with aligned crops."""
+        images, offsets = [], []
+        for frame in frames:
+            roi = self._stream_config(frame.stream_id).roi
+            image, offset = crop_roi(frame.image, roi)
+            images.append(image)
+            offsets.append(offset)
+        faces, crops = self.engine.detect_aligned(images, size)
+        return [
+            (shift(item, offset), crop)
+            for item, crop, offset in zip(faces, crops, offsets, strict=True)
+        ]
+
+    async def _track(self, frame: Frame, faces: Faces, crops: NDArray[np.uint8]) -> None:
+        started = time.perf_counter()
+        stream_id = frame.stream_id
+        tracker = self._trackers.get(stream_id)
+        if tracker is None:
+            tracker = self._trackers[stream_id] = Tracker(self._tracker_config)
+        update = tracker.update(faces, frame.pts_s)
+        self.counts.faces += len(faces)
+        self.metrics.faces.labels(stream_id).inc(len(faces))
+        self.metrics.frames.labels(stream_id).inc()
+        self._last_pts[stream_id] = frame.pts_s
+        jobs: list[EmbedJob | TrackEnd] = [
+            TrackEnd(stream_id, t, frame.pts_s) for t in update.ended
+        ]
+        quality = face_quality(faces)
+        for i, track in enumerate(update.track_ids.tolist()):
+            if track < 0:
+                continue
+            bbox = tuple(float(v) for v in faces.xyxy[i])
+            state = self._tracks.get((stream_id, track))
+            if state is None:
+                state = self._tracks[(stream_id, track)] = TrackState(
+                    stream_id,
+                    track,
+                    frame.pts_s,
+                    frame.captured_at,
+                    bbox,  # type: ignore[arg-type]
+                    TrackEvidence(keep=self.config.evidence_size),
+                )
+                self.counts.tracks += 1
+            state.bbox = bbox  # type: ignore[assignment]
+            q = float(quality[i])
+            if should_embed(
+                self._embed_rules,
+                quality=q,
+                now=frame.pts_s,
+                embedded=state.requested,
+                best_quality=state.requested_best_quality,
+                last_embedded_at=state.requested_at,
+            ):
+                state.requested += 1
+                state.requested_at = frame.pts_s
+                state.requested_best_quality = max(q, state.requested_best_quality or 0.0)
+                jobs.append(EmbedJob(frame, track, crops[i], q, state.bbox))
+        self.metrics.active_tracks.set(len(self._tracks))
+        self._busy("track", started)
+        self.metrics.stage_seconds.labels("track").observe(time.perf_counter() - started)
+        for job in jobs:
+            await self._put_embed(job)
+        try:
+            stream = self.streams.get(stream_id)
+        except KeyError:
+            return
+        stream.note_processed(frame)
+
+    async def _put_embed(self, item: EmbedJob | TrackEnd) -> None:
+        await self._embed_queue.put(item)
+        self.metrics.queue_depth.labels("embed").set(len(self._embed_queue))
+
+    # --- embed, search, decide ------------------------------------------------------------------
+
+    async def _embed_stage(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    items = await next_batch(self._embed_queue, self._embed_policy)
+                except QueueClosed:
+                    break
+                self.metrics.queue_depth.labels("embed").set(len(self._embed_queue))
+                jobs = [item for item in items if isinstance(item, EmbedJob)]
+                changed = await self._embed(loop, jobs) if jobs else []
+                if changed:
+                    await self._search(loop, changed)
+                for item in items:
+                    if isinstance(item, TrackEnd):
+                        await self._end_track(item)
+        finally:
+            self._alert_queue.close()
+
+    async def _embed(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[EmbedJob]
+    ) -> list[tuple[TrackState, EmbedJob]]:
+        """Embed the jobs' faces in one call; returns each changed track with its newest job."""
+        started = time.perf_counter()
+        crops = np.stack([job.crop for job in jobs])
+        embeddings = await loop.run_in_executor(self._executor, self.engine.embed_crops, crops)
+        self._busy("embed", started)
+        self.metrics.stage_seconds.labels("embed").observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels("embed").observe(len(jobs))
+        self.counts.embeddings += len(jobs)
+        changed: dict[tuple[str, int], tuple[TrackState, EmbedJob]] = {}
+        for job, embedding in zip(jobs, embeddings, strict=True):
+            key = (job.frame.stream_id, job.track)
+            self.metrics.embeddings.labels(job.frame.stream_id).inc()
+            state = self._tracks.get(key)
+            if state is None:
+                continue
+            state.evidence.add(embedding, job.quality, job.frame.pts_s)
+            if job.quality > state.best_quality:
+                state.best_quality = job.quality
+                state.best_frame = job.frame
+                state.best_bbox = job.bbox
+            changed[key] = (state, job)
+        return list(changed.values())
+
+    async def _search(
+        self, loop: asyncio.AbstractEventLoop, changed: list[tuple[TrackState, EmbedJob]]
+    ) -> None:
+        templates = [state.evidence.template() for state, _ in changed]
+        ready = [(pair, t) for pair, t in zip(changed, templates, strict=True) if t is not None]
+        if not ready:
+            return
+        started = time.perf_counter()
+        queries = np.stack([template for _, template in ready]).astype(np.float32)
+        matches = await loop.run_in_executor(self._executor, self.watchlist.match, queries)
+        self._busy("search", started)
+        self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels("search").observe(len(ready))
+        self.counts.searches += len(ready)
+        for ((state, job), _), candidates in zip(ready, matches, strict=True):
+            decision = decide(
+                [(m.person_id, m.similarity) for m in candidates],
+                self.watchlist.threshold,
+                margin=self.config.match_margin,
+            )
+            state.decision = decision
+            events = self._lifecycle.on_decision(
+                state.stream,
+                state.track,
+                decision,
+                job.frame.pts_s,
+                track_started_at=state.started_pts,
+                embeddings=state.evidence.embedded,
+            )
+            for event in events:
+                await self._alert_queue.put(
+                    PendingAlert(
+                        event,
+                        state.best_frame,
+                        state.best_bbox or job.bbox,
+                        state.started_at,
+                        job.frame.decoded_at,
+                        state,
+                    )
+                )
+        self.metrics.suppressed.inc(0)  # keeps the series present before the first suppression
+
+    async def _end_track(self, end: TrackEnd) -> None:
+        state = self._tracks.pop((end.stream, end.track), None)
+        self.metrics.active_tracks.set(len(self._tracks))
+        if state is None:
+            return
+        for event in self._lifecycle.on_track_ended(end.stream, end.track, end.pts_s):
+            await self._alert_queue.put(
+                PendingAlert(event, None, state.bbox, state.started_at, None, state)
+            )
+
+    # --- alerts ---------------------------------------------------------------------------------
+
+    async def _alert_stage(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                pending = await self._alert_queue.get()
+            except QueueClosed:
+                break
+            started = time.perf_counter()
+            try:
+                alert = await loop.run_in_executor(self._executor, self._make_alert, pending)
+            except Exception:
+                # A broken alert (database gone, disk full) must not stop the pipeline.
+                log.exception(
+                    "alert for track %s of %s failed", pending.event.track, pending.event.stream
+                )
+                continue
+            self.bus.publish(alert)
+            self.counts.alerts[alert.type] += 1
+            self.metrics.alerts.labels(alert.stream, alert.type).inc()
+            self.metrics.suppressed.inc(self._lifecycle.suppressed - self._suppressed_seen)
+            self._suppressed_seen = self._lifecycle.suppressed
+            if pending.decoded_at is not None:
+                self.metrics.observe_alert_latency(time.monotonic() - pending.decoded_at)
+            self.metrics.stage_seconds.labels("alert").observe(time.perf_counter() - started)
+
+    def _make_alert(self, pending: PendingAlert) -> Alert:
+        """Worker thread: name the person, save the snapshots, build the alert."""
+        event, state = pending.event, pending.state
+        names = self.watchlist.store.names([event.person_id]) if event.person_id else {}
+        frame = pending.frame
+        alert_id = new_alert_id()
+        snapshot = state.snapshot
+        if frame is not None and self.snapshots is not None and event.type != "ended":
+            try:
+                snapshot = self.snapshots.write(
+                    alert_id, event.stream, frame.captured_at, frame.image, list(pending.bbox)
+                )
+                state.snapshot = snapshot
+            except OSError as exc:
+                self.counts.snapshot_errors += 1
+                log.warning("snapshot for alert %s not saved: %s", alert_id, exc)
+        return Alert(
+            id=alert_id,
+            type=event.type,
+            stream=event.stream,
+            track=event.track,
+            person_id=event.person_id,
+            person=names.get(event.person_id) if event.person_id else None,
+            similarity=None if event.similarity is None else round(event.similarity, 4),
+            bbox=[round(v, 1) for v in pending.bbox],
+            ts=frame.captured_at if frame is not None else time.time(),
+            track_started_at=pending.track_started_at,
+            snapshot=snapshot[0] if snapshot else None,
+            frame_snapshot=snapshot[1] if snapshot else None,
+            previous_person_id=event.previous_person_id,
+        )
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def _busy(self, stage: str, started: float) -> None:
+        self.busy_s[stage] += time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        """Totals since start: per stream, faces, tracks, embeddings, alerts, latency."""
+        return {
+            "streams": {s.id: s.status().as_dict() for s in self.streams.list()},
+            "faces": self.counts.faces,
+            "tracks": self.counts.tracks,
+            "embeddings": self.counts.embeddings,
+            "searches": self.counts.searches,
+            "alerts": dict(self.counts.alerts),
+            "alerts_suppressed": self._lifecycle.suppressed,
+            "alert_latency": self.metrics.alert_latency_percentiles(),
+            "snapshot_errors": self.counts.snapshot_errors,
+            "seconds": round(time.monotonic() - self.started_at, 3),
+        }
+
+
+def crop_roi(
+    image: NDArray[np.uint8], roi: tuple[float, float, float, float] | None
+) -> tuple[NDArray[np.uint8], tuple[int, int]]:
+    """The region of interest (fractions x1, y1, x2, y2) of an image, and its top-left corner."""
+    if roi is None:
+        return image, (0, 0)
+    height, width = image.shape[:2]
+    x1, y1 = int(roi[0] * width), int(roi[1] * height)
+    x2, y2 = max(x1 + 1, int(round(roi[2] * width))), max(y1 + 1, int(round(roi[3] * height)))
+    return image[y1:y2, x1:x2], (x1, y1)
+
+
+def shift(faces: Faces, offset: tuple[int, int]) -> Faces:
+    """Faces found in a crop, moved back to the coordinates of the whole frame."""
+    if offset == (0, 0) or not len(faces):
+        return faces
+    dx, dy = offset
+    return Faces(
+        faces.xyxy + np.array([dx, dy, dx, dy], np.float32),
+        faces.kps + np.array([dx, dy], np.float32),
+        faces.score,
+        faces.sharpness,
+        faces.frontal,
+        faces.embedding,
+    )

@@ -1,0 +1,196 @@
+"""The realtime pipeline end to end on real video and real faces.
+
+The watchlist holds the two performers of ``fr_short_hamilton_clip.mp4`` (lin_manuel_miranda,
+alex_lacamoire), barack_obama (in the audience of that clip) and distractors; the clip is read
+through the pipeline and the alerts must name the performers and no distractor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facewatch.config import EngineSettings, Settings, load_settings
+from facewatch.pipeline.alerts import Alert
+from facewatch.pipeline.runner import Pipeline
+from facewatch.recognizer.engine import FaceEngine
+from facewatch.stream.config import StreamConfig
+from facewatch.watchlist.service import Photo, Watchlist
+
+CLIP = "videos/fr_short_hamilton_clip.mp4"
+CLIP_FRAMES = 275
+PERFORMERS = {"lin_manuel_miranda", "alex_lacamoire"}
+#: In the audience of the clip: may be named, never wrongly.
+ALSO_IN_CLIP = {"barack_obama"}
+DISTRACTORS = [
+    "joe_biden",
+    "bradley_cooper",
+    "john_lennon",
+    "eric_clapton",
+    "angelina_jolie",
+    "anthony_hopkins",
+    "bbt_sheldon",
+    "bbt_leonard",
+    "bbt_howard",
+    "bbt_raj",
+]
+
+
+@pytest.fixture(scope="module")
+def watch_settings(
+    tmp_path_factory: pytest.TempPathFactory, engine_settings: EngineSettings
+) -> Settings:
+    data_dir = tmp_path_factory.mktemp("pipeline-data")
+    return load_settings(
+        data_dir=data_dir,
+        engine=engine_settings.model_dump(),
+        watchlist={"snapshot_interval_s": 0},
+    )
+
+
+@pytest.fixture(scope="module")
+def enrolled(watch_settings: Settings, engine: FaceEngine, faces_dir: Path) -> dict[int, str]:
+    """Performers, Obama and distractors enrolled from all their photos; id -> name."""
+    names: dict[int, str] = {}
+    with Watchlist.open(watch_settings, engine) as watchlist:
+        for name in sorted(PERFORMERS | ALSO_IN_CLIP) + DISTRACTORS:
+            folder = faces_dir / "identities" / name
+            photos = [Photo(str(p), p.read_bytes()) for p in sorted(folder.iterdir())]
+            result = watchlist.enroll({"name": name}, photos, largest=True)
+            names[result.person.id] = name
+    return names
+
+
+async def run_clip(
+    settings: Settings, engine: FaceEngine, clip: Path, **stream: Any
+) -> tuple[list[Alert], dict[str, Any]]:
+    with Watchlist.open(settings, engine) as watchlist:
+        async with Pipeline(settings, engine, watchlist) as pipeline:
+            subscription = pipeline.subscribe(maxsize=100_000)
+            await pipeline.add_stream(StreamConfig(url=str(clip), name="hamilton", **stream))
+            async with asyncio.timeout(600):
+                await pipeline.streams.wait_all_ended()
+        alerts = [alert async for alert in subscription]
+        return alerts, pipeline.summary()
+
+
+@pytest.mark.slow
+async def test_alerts_name_the_performers_and_no_distractor(
+    watch_settings: Settings, engine: FaceEngine, enrolled: dict[int, str], faces_dir: Path
+) -> None:
+    threads_before = set(threading.enumerate())
+    alerts, summary = await run_clip(watch_settings, engine, faces_dir / CLIP)
+
+    matched = {a.person for a in alerts if a.type in ("match", "update")}
+    assert PERFORMERS <= matched, (matched, summary)
+    assert matched <= PERFORMERS | ALSO_IN_CLIP, (matched, summary)
+    for alert in alerts:
+        assert alert.stream == "hamilton"
+        if alert.person is not None:
+            assert enrolled[alert.person_id] == alert.person  # type: ignore[index]
+        x1, y1, x2, y2 = alert.bbox
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360
+
+    # Every named track ends once, after its match, when the file has been read.
+    events: dict[int, list[str]] = defaultdict(list)
+    for alert in alerts:
+        events[alert.track].append(alert.type)
+    for track, types in events.items():
+        if "match" in types:
+            assert types[0] == "match" and types[-1] == "ended" and types.count("ended") == 1, (
+                track,
+                types,
+            )
+
+    # Snapshots exist inside the data directory and are JPEGs.
+    for alert in alerts:
+        if alert.type == "match":
+            for relative in (alert.snapshot, alert.frame_snapshot):
+                assert relative is not None
+                path = watch_settings.data_dir / relative
+                assert path.resolve().is_relative_to(watch_settings.data_dir.resolve())
+                assert path.read_bytes()[:3] == b"\xff\xd8\xff"
+
+    # A file read without pacing is processed whole: nothing dropped.
+    stream = summary["streams"]["hamilton"]
+    assert stream["state"] == "ended"
+    assert stream["frames_decoded"] == CLIP_FRAMES
+    assert stream["frames_processed"] == CLIP_FRAMES
+    assert sum(stream["dropped"].values()) == 0
+    # Tracking: far fewer embeddings than faces.
+    assert 0 < summary["embeddings"] < summary["faces"] / 3, summary
+    assert summary["alerts"]["match"] >= 2
+
+    assert set(threading.enumerate()) <= threads_before, "a thread outlived the pipeline"
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    assert not others, f"tasks left behind: {others}"
+
+
+@pytest.mark.slow
+def test_watch_command_prints_alerts_and_a_summary(
+    watch_settings: Settings, enrolled: dict[int, str], faces_dir: Path
+) -> None:
+    env = {
+        "FACE_AI_DATA_DIR": str(watch_settings.data_dir),
+        "FACE_AI_CACHE_DIR": str(watch_settings.engine.cache_dir),
+        "FACE_AI_PROVIDERS": "cpu",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "facewatch", "watch", str(faces_dir / CLIP), "--for", "300"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    *alerts, summary = lines
+    assert summary["type"] == "summary"
+    assert summary["streams"]["fr-short-hamilton-clip"]["frames_decoded"] == CLIP_FRAMES
+    for key in ("faces", "tracks", "embeddings", "alerts"):
+        assert key in summary
+    assert alerts, done.stderr[-3000:]
+    for alert in alerts:
+        assert list(alert)[:9] == [
+            "type",
+            "stream",
+            "track",
+            "person",
+            "person_id",
+            "similarity",
+            "bbox",
+            "ts",
+            "snapshot",
+        ]
+    assert PERFORMERS <= {a["person"] for a in alerts if a["type"] == "match"}
+
+
+@pytest.mark.slow
+def test_watch_command_refuses_a_missing_file(watch_settings: Settings, tmp_path: Path) -> None:
+    env = {
+        "FACE_AI_DATA_DIR": str(watch_settings.data_dir),
+        "FACE_AI_CACHE_DIR": str(watch_settings.engine.cache_dir),
+        "FACE_AI_PROVIDERS": "cpu",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "facewatch", "watch", str(tmp_path / "nope.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "nope.mp4" in done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["type"] == "summary"
