@@ -17,56 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hamilton import ALSO_IN_CLIP, HAMILTON, HAMILTON_FRAMES, PERFORMERS
+from hamilton import enrolled as enrolled  # a fixture
+from hamilton import watch_settings as watch_settings  # a fixture
 
-from facewatch.config import EngineSettings, Settings, load_settings
+from facewatch.config import Settings
 from facewatch.pipeline.alerts import Alert
 from facewatch.pipeline.runner import Pipeline
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.stream.config import StreamConfig
-from facewatch.watchlist.service import Photo, Watchlist
-
-CLIP = "videos/fr_short_hamilton_clip.mp4"
-CLIP_FRAMES = 275
-PERFORMERS = {"lin_manuel_miranda", "alex_lacamoire"}
-#: In the audience of the clip: may be named, never wrongly.
-ALSO_IN_CLIP = {"barack_obama"}
-DISTRACTORS = [
-    "joe_biden",
-    "bradley_cooper",
-    "john_lennon",
-    "eric_clapton",
-    "angelina_jolie",
-    "anthony_hopkins",
-    "bbt_sheldon",
-    "bbt_leonard",
-    "bbt_howard",
-    "bbt_raj",
-]
-
-
-@pytest.fixture(scope="module")
-def watch_settings(
-    tmp_path_factory: pytest.TempPathFactory, engine_settings: EngineSettings
-) -> Settings:
-    data_dir = tmp_path_factory.mktemp("pipeline-data")
-    return load_settings(
-        data_dir=data_dir,
-        engine=engine_settings.model_dump(),
-        watchlist={"snapshot_interval_s": 0},
-    )
-
-
-@pytest.fixture(scope="module")
-def enrolled(watch_settings: Settings, engine: FaceEngine, faces_dir: Path) -> dict[int, str]:
-    """Performers, Obama and distractors enrolled from all their photos; id -> name."""
-    names: dict[int, str] = {}
-    with Watchlist.open(watch_settings, engine) as watchlist:
-        for name in sorted(PERFORMERS | ALSO_IN_CLIP) + DISTRACTORS:
-            folder = faces_dir / "identities" / name
-            photos = [Photo(str(p), p.read_bytes()) for p in sorted(folder.iterdir())]
-            result = watchlist.enroll({"name": name}, photos, largest=True)
-            names[result.person.id] = name
-    return names
+from facewatch.watchlist.service import Watchlist
 
 
 async def run_clip(
@@ -87,7 +47,7 @@ async def test_alerts_name_the_performers_and_no_distractor(
     watch_settings: Settings, engine: FaceEngine, enrolled: dict[int, str], faces_dir: Path
 ) -> None:
     threads_before = set(threading.enumerate())
-    alerts, summary = await run_clip(watch_settings, engine, faces_dir / CLIP)
+    alerts, summary = await run_clip(watch_settings, engine, faces_dir / HAMILTON)
 
     matched = {a.person for a in alerts if a.type in ("match", "update")}
     assert PERFORMERS <= matched, (matched, summary)
@@ -122,8 +82,8 @@ async def test_alerts_name_the_performers_and_no_distractor(
     # A file read without pacing is processed whole: nothing dropped.
     stream = summary["streams"]["hamilton"]
     assert stream["state"] == "ended"
-    assert stream["frames_decoded"] == CLIP_FRAMES
-    assert stream["frames_processed"] == CLIP_FRAMES
+    assert stream["frames_decoded"] == HAMILTON_FRAMES
+    assert stream["frames_processed"] == HAMILTON_FRAMES
     assert sum(stream["dropped"].values()) == 0
     # Tracking: far fewer embeddings than faces.
     assert 0 < summary["embeddings"] < summary["faces"] / 3, summary
@@ -145,7 +105,7 @@ def test_watch_command_prints_alerts_and_a_summary(
         "PATH": "/usr/bin:/bin",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "facewatch", "watch", str(faces_dir / CLIP), "--for", "300"],
+        [sys.executable, "-m", "facewatch", "watch", str(faces_dir / HAMILTON), "--for", "300"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -156,7 +116,7 @@ def test_watch_command_prints_alerts_and_a_summary(
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     *alerts, summary = lines
     assert summary["type"] == "summary"
-    assert summary["streams"]["fr-short-hamilton-clip"]["frames_decoded"] == CLIP_FRAMES
+    assert summary["streams"]["fr-short-hamilton-clip"]["frames_decoded"] == HAMILTON_FRAMES
     for key in ("faces", "tracks", "embeddings", "alerts"):
         assert key in summary
     assert alerts, done.stderr[-3000:]

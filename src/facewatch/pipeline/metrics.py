@@ -8,9 +8,16 @@ latencies are also kept in a bounded window for summaries and benchmarks.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from facewatch.stream.status import StreamStatus
+
+Statuses = Callable[[], Iterable[StreamStatus]]
 
 #: The stages a frame goes through, in order; ``queue`` is the wait before detection.
 STAGES = ("queue", "detect", "track", "embed", "search", "alert")
@@ -50,12 +57,13 @@ class PipelineMetrics:
         self.frames = Counter(
             "facewatch_frames_processed_total", "Frames through detection.", ["stream"], registry=r
         )
-        self.dropped = Counter(
-            "facewatch_frames_dropped_total",
-            "Frames dropped before detection, by reason.",
-            ["stream", "reason"],
-            registry=r,
-        )
+        # Drops happen on decode threads and in the pipeline; each stream's status counts them
+        # all, so the metrics read the statuses at scrape time rather than keep a second tally.
+        self._statuses: Statuses = list
+        self.dropped = _DropCollector(lambda: self._statuses())
+        self.streams = _StreamCollector(lambda: self._statuses())
+        r.register(self.dropped)
+        r.register(self.streams)
         self.faces = Counter("facewatch_faces_total", "Faces detected.", ["stream"], registry=r)
         self.embeddings = Counter(
             "facewatch_embeddings_total", "Face embeddings computed.", ["stream"], registry=r
@@ -76,6 +84,10 @@ class PipelineMetrics:
         )
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
+    def watch_streams(self, statuses: Statuses) -> None:
+        """Report these streams' counters (decoded, dropped, reconnects, fps, lag)."""
+        self._statuses = statuses
+
     def observe_alert_latency(self, seconds: float) -> None:
         self.alert_latency.observe(seconds)
         self._latencies.append(seconds)
@@ -86,3 +98,59 @@ class PipelineMetrics:
             return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
         ms = 1000 * np.asarray(self._latencies)
         return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
+
+
+class _DropCollector(Collector):
+    """``facewatch_frames_dropped_total{stream, reason}`` from the stream statuses."""
+
+    def __init__(self, statuses: Statuses) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "facewatch_frames_dropped",
+            "Frames dropped before detection, by reason (queue_full, fps_cap, paused, ...).",
+            labels=["stream", "reason"],
+        )
+        for status in self._statuses():
+            for reason, count in sorted(status.dropped.items()):
+                family.add_metric([status.id, reason], count)
+        yield family
+
+
+class _StreamCollector(Collector):
+    """Per-stream decoded frames, reconnects, rates, lag and whether it is running."""
+
+    def __init__(self, statuses: Statuses) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterator[Metric]:
+        decoded = CounterMetricFamily(
+            "facewatch_frames_decoded", "Frames decoded per stream.", labels=["stream"]
+        )
+        reconnects = CounterMetricFamily(
+            "facewatch_stream_reconnects", "Reconnections per stream.", labels=["stream"]
+        )
+        input_fps = GaugeMetricFamily(
+            "facewatch_stream_input_fps", "Frames/s decoded, recently.", labels=["stream"]
+        )
+        processed_fps = GaugeMetricFamily(
+            "facewatch_stream_processed_fps", "Frames/s processed, recently.", labels=["stream"]
+        )
+        lag = GaugeMetricFamily(
+            "facewatch_stream_lag_seconds",
+            "Age of the last processed frame when it was processed.",
+            labels=["stream"],
+        )
+        running = GaugeMetricFamily(
+            "facewatch_stream_running", "1 when the stream is running.", labels=["stream"]
+        )
+        for status in self._statuses():
+            decoded.add_metric([status.id], status.frames_decoded)
+            reconnects.add_metric([status.id], status.reconnects)
+            input_fps.add_metric([status.id], status.input_fps)
+            processed_fps.add_metric([status.id], status.processed_fps)
+            if status.lag_s is not None:
+                lag.add_metric([status.id], status.lag_s)
+            running.add_metric([status.id], 1.0 if status.state == "running" else 0.0)
+        yield from (decoded, reconnects, input_fps, processed_fps, lag, running)

@@ -155,6 +155,7 @@ class Pipeline:
         # waiting in the hub, which holds them all (see _hub_depth), so none is ever dropped.
         self._file_window = 2 * engine.settings.batch_size
         self.streams = StreamManager(self._on_frame, max_in_flight=self._file_window)
+        self.metrics.watch_streams(lambda: [stream.status() for stream in self.streams.list()])
         self._detect_policy = BatchPolicy(
             engine.settings.batch_size, self.config.batch_wait_ms / 1e3
         )
@@ -270,7 +271,6 @@ class Pipeline:
         self.hub.put(frame)
 
     def _on_dropped(self, frame: Frame, reason: str) -> None:
-        self.metrics.dropped.labels(frame.stream_id, reason).inc()
         try:
             stream = self.streams.get(frame.stream_id)
         except KeyError:
