@@ -230,6 +230,10 @@ class Pipeline:
                     await asyncio.shield(self._task)
             except TimeoutError:
                 log.warning("pipeline did not drain in %.1f s; cancelling", grace)
+                # Closed queues wake a stage waiting to put into them (QueueClosed), so a stage
+                # cleaning up after its cancellation cannot wait for a consumer that is gone.
+                self._embed_queue.close()
+                self._alert_queue.close()
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
             except Exception:
@@ -299,9 +303,13 @@ class Pipeline:
                     for frame, (faces, crops) in zip(group, found, strict=True):
                         await self._track(frame, faces, crops)
         finally:
-            for stream_id, tracker in list(self._trackers.items()):
-                for track in tracker.flush():
-                    await self._put_embed(TrackEnd(stream_id, track, self._last_pts[stream_id]))
+            try:
+                for stream_id, tracker in list(self._trackers.items()):
+                    for track in tracker.flush():
+                        end = TrackEnd(stream_id, track, self._last_pts[stream_id])
+                        await self._put_embed(end)
+            except QueueClosed:
+                pass  # cancelled at shutdown: the embedding stage is gone
             self._embed_queue.close()
 
     def _by_detection_size(
