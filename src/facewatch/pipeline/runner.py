@@ -488,7 +488,6 @@ class Pipeline:
                         state,
                     )
                 )
-        self.metrics.suppressed.inc(0)  # keeps the series present before the first suppression
 
     async def _end_track(self, end: TrackEnd) -> None:
         state = self._tracks.pop((end.stream, end.track), None)
