@@ -54,6 +54,8 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "FACE_AI_DATA_DIR": ("data_dir",),
     "FACE_AI_DATABASE_URL": ("watchlist", "database_url"),
     "FACE_AI_INDEX_BACKEND": ("watchlist", "backend"),
+    "FACE_AI_ASGI_HOST": ("server", "host"),
+    "FACE_AI_ASGI_PORT": ("server", "port"),
 }
 
 #: Names outside our prefix that deployments of Milvus-backed face search already set.
@@ -337,6 +339,80 @@ class PipelineSettings(Section):
     )
 
 
+class ServerSettings(Section):
+    """The ASGI server: where it listens and what it accepts."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (FACE_AI_ASGI_HOST).")
+    port: int = Field(8000, ge=0, le=65535, description="Port (FACE_AI_ASGI_PORT); 0 picks one.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS); none by default.",
+    )
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest request body (one upload or a batch)."
+    )
+    max_batch_images: int = Field(64, ge=1, le=1024, description="Images per batch request.")
+    public_url: str | None = Field(
+        None, description="The URL users reach the server at, for links in alerts."
+    )
+    live_fps: float = Field(
+        15.0, gt=0, le=60, description="Frames per second sent to a live view at most."
+    )
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, description="Seconds open requests and WebSockets get to finish at shutdown."
+    )
+
+
+class AuthSettings(Section):
+    """Accounts: sessions, tokens and login throttling."""
+
+    session_ttl_s: float = Field(
+        12 * 3600, gt=0, description="Seconds a UI session lasts without activity."
+    )
+    token_ttl_s: float = Field(3600, gt=0, description="Seconds a bearer token from login lasts.")
+    cookie_secure: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind TLS)."
+    )
+    login_attempts: int = Field(
+        5, ge=1, description="Failed logins allowed per user name and per address per window."
+    )
+    login_window_s: float = Field(300, gt=0, description="Window of the login limit, seconds.")
+    min_password_length: int = Field(10, ge=8, description="Shortest password accepted.")
+
+
+class MqttSettings(Section):
+    """Publishing alerts to an MQTT broker (off by default)."""
+
+    enabled: bool = Field(False, description="Publish every alert to the broker.")
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(None, description="User name, if the broker asks for one.")
+    password: str | None = Field(None, description="Password, if the broker asks for one.")
+    tls: bool = Field(False, description="Connect over TLS.")
+    topic_prefix: str = Field(
+        "facewatch", description="Topics: <prefix>/alerts/<stream>/<person id|unknown>."
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service of alert messages.")
+    client_id: str | None = Field(None, description="Client id; default facewatch-<host>-<pid>.")
+    queue_size: int = Field(
+        10000, ge=1, description="Alerts held while the broker is unreachable; oldest dropped."
+    )
+
+
+class EventSettings(Section):
+    """The event history kept in the store."""
+
+    keep_days: float = Field(
+        30, gt=0, description="Events older than this are deleted (their snapshots too)."
+    )
+    resume_limit: int = Field(
+        1000, ge=0, description="Events replayed at most to a WebSocket client resuming."
+    )
+    write_queue: int = Field(
+        10000, ge=1, description="Events waiting to be written while the store is slow."
+    )
+
+
 class Settings(BaseSettings):
     """Root of all facewatch settings."""
 
@@ -353,6 +429,10 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @property
     def database_url(self) -> str:

@@ -43,7 +43,7 @@ def store(database_url: str) -> Iterator[Store]:
 
 def test_migrated_schema_matches_the_models(store: Store, database_url: str) -> None:
     current, head = store.schema_revision()
-    assert current == head == "0001"
+    assert current == head == "0002"
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -124,3 +125,69 @@ class WatchlistState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    """Someone who may log in: an ``admin``, ``operator`` or ``viewer``."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    #: A self-describing modern hash (argon2id), never the password.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Credential(Base):
+    """A secret that stands for a user: a UI session, a bearer token or an API key.
+
+    Only the SHA-256 of the secret is kept, so a copy of the database logs nobody in.
+    """
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: ``session`` (cookie), ``token`` (bearer, expires) or ``api_key`` (bearer, until revoked).
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(100))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The secret's first characters, shown so a user can tell their keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Event(Base):
+    """An alert the pipeline emitted, kept for history and for subscribers resuming after a gap.
+
+    ``id`` grows with every event and is what a reconnecting WebSocket client resumes from.
+    No foreign key to persons: forgetting a person keeps the history of what was seen.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_stream_ts", "stream", "ts"),
+        Index("ix_events_person_ts", "person_id", "ts"),
+        Index("ix_events_type_ts", "type", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    stream: Mapped[str] = mapped_column(String(128))
+    track: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int | None] = mapped_column(Id)
+    person: Mapped[str | None] = mapped_column(String(200))
+    similarity: Mapped[float | None] = mapped_column(Float)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    snapshot: Mapped[str | None] = mapped_column(String(300))
+    frame_snapshot: Mapped[str | None] = mapped_column(String(300))
+    #: The whole alert as published (bbox, track start, previous person, ...).
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -171,6 +171,11 @@ class Store:
     def dialect(self) -> str:
         return self._engine.dialect.name
 
+    @property
+    def sql(self) -> Engine:
+        """The SQLAlchemy engine, for the other tables of the same database (accounts, events)."""
+        return self._engine
+
     def close(self) -> None:
         self._engine.dispose()
 

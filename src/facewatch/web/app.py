@@ -1,0 +1,81 @@
+"""The ASGI application: REST API, WebSockets, the live view and its pages.
+
+:func:`create_app` builds it. Given ``services``, the app serves them and leaves their life to
+the caller (tests); without, its lifespan opens them at start-up and closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+import facewatch
+from facewatch.config import Settings
+from facewatch.web.errors import install_error_handlers
+from facewatch.web.routes import (
+    alerts_ws,
+    auth,
+    events,
+    faces,
+    health,
+    live,
+    pages,
+    people,
+    streams,
+)
+from facewatch.web.services import Services
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The facewatch ASGI app.
+
+    Args:
+        settings: the server's settings.
+        services: already open services to serve; None opens them in the app's lifespan.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        opened = await Services.open(settings)
+        app.state.services = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    app = FastAPI(
+        title="facewatch",
+        version=facewatch.__version__,
+        description="Realtime face recognition for camera fleets.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    for module in (health, auth, faces, people, streams, events, alerts_ws, live, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,129 @@
+"""Errors as HTTP responses: one JSON shape, the right status code, never a traceback.
+
+Every error body is ``{"error": {"code": "...", "message": "...", ...details}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facewatch.errors import (
+    ConfigError,
+    EnrollmentRejected,
+    FacewatchError,
+    ImageError,
+    ImageTooLargeError,
+    ModelError,
+    NoFaceError,
+    PersonNotFoundError,
+    StoreError,
+    StreamError,
+    StreamOpenError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error a route raises on purpose: status, a short code and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def _status_of(exc: FacewatchError) -> tuple[int, str, dict[str, Any]]:
+    """HTTP status, code and details for each kind of facewatch error (most specific first)."""
+    if isinstance(exc, ImageTooLargeError):
+        return 413, "image_too_large", {"pixels": exc.pixels, "limit": exc.limit}
+    if isinstance(exc, ImageError):
+        return 422, "bad_image", {}
+    if isinstance(exc, NoFaceError):
+        return 422, "no_face", {"index": exc.index}
+    if isinstance(exc, PersonNotFoundError):
+        return 404, "person_not_found", {}
+    if isinstance(exc, EnrollmentRejected):
+        rejected = [
+            {"image": source, "reason": reason, "detail": detail}
+            for source, reason, detail in exc.rejected
+        ]
+        return 422, "enrollment_rejected", {"rejected": rejected}
+    if isinstance(exc, StoreError):
+        return 503, "store_unavailable", {}
+    if isinstance(exc, StreamOpenError):
+        return 422, "stream_open_failed", {"reason": exc.reason}
+    if isinstance(exc, StreamError):
+        return 422, "stream_error", {}
+    if isinstance(exc, ConfigError):
+        return 422, "invalid_setting", {"key": exc.key}
+    if isinstance(exc, ModelError):
+        return 503, "model_error", {}
+    return 400, "refused", {}
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status)
+
+
+async def _facewatch_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FacewatchError)
+    status, code, details = _status_of(exc)
+    if status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(error_body(code, str(exc), **details), status_code=status)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    return JSONResponse(
+        error_body(code.get(exc.status_code, "http_error"), str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {
+            "where": ".".join(str(part) for part in error.get("loc", ())),
+            "problem": error.get("msg", "invalid"),
+        }
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
+    return JSONResponse(
+        error_body("invalid_request", f"invalid request: {summary}", problems=problems),
+        status_code=422,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return JSONResponse(
+        error_body("internal_error", "internal error; the server log has the details"),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(FacewatchError, _facewatch_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,7 @@
+"""Routes: alerts_ws (placeholder until its feature lands)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""Routes: faces (placeholder until its feature lands)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
