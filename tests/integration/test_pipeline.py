@@ -24,6 +24,8 @@ from hamilton import watch_settings as watch_settings  # a fixture
 from facewatch.config import Settings
 from facewatch.pipeline.alerts import Alert
 from facewatch.pipeline.runner import Pipeline
+from facewatch.pipeline.taps import FrameWatch
+from facewatch.pipeline.types import LiveFrame
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.stream.config import StreamConfig
 from facewatch.watchlist.service import Watchlist
@@ -154,3 +156,44 @@ def test_watch_command_refuses_a_missing_file(watch_settings: Settings, tmp_path
     assert done.returncode == 1
     assert "nope.mp4" in done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["type"] == "summary"
+
+
+@pytest.mark.slow
+async def test_a_frame_watch_sees_tracked_faces_with_names_and_ends_at_close(
+    watch_settings: Settings, engine: FaceEngine, enrolled: dict[int, str], faces_dir: Path
+) -> None:
+    seen: list[LiveFrame] = []
+
+    async def view(watch: FrameWatch) -> None:
+        async for frame in watch:
+            seen.append(frame)
+            await asyncio.sleep(0.02)  # a viewer slower than an unpaced file: it must skip
+
+    with Watchlist.open(watch_settings, engine) as watchlist:
+        async with Pipeline(watch_settings, engine, watchlist) as pipeline:
+            watch = pipeline.watch_frames("hamilton", maxsize=2)
+            viewer = asyncio.create_task(view(watch))
+            await pipeline.add_stream(
+                StreamConfig(url=str(faces_dir / HAMILTON), name="hamilton"), "hamilton"
+            )
+            async with asyncio.timeout(600):
+                await pipeline.streams.wait_all_ended()
+        # Closing the pipeline ends the watch, so the viewer's loop returns by itself.
+        async with asyncio.timeout(10):
+            await viewer
+        processed = pipeline.summary()["streams"]["hamilton"]["frames_processed"]
+
+    assert seen and all(frame.stream_id == "hamilton" for frame in seen)
+    seqs = [frame.seq for frame in seen]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert len(seen) + watch.dropped <= processed and watch.dropped > 0
+    faces = [face for frame in seen for face in frame.faces]
+    assert faces, "no tracked face reached the watch"
+    for face in faces:
+        x1, y1, x2, y2 = face.bbox
+        assert -5 <= x1 < x2 <= 645 and -5 <= y1 < y2 <= 365
+        if face.person_id is not None:
+            assert face.person == enrolled[face.person_id]
+    named = {face.person for face in faces if face.person}
+    assert named & PERFORMERS, named
+    assert named <= PERFORMERS | ALSO_IN_CLIP, named

@@ -48,8 +48,9 @@ from facewatch.pipeline.identity import (
 from facewatch.pipeline.lifecycle import AlertLifecycle, LifecycleConfig, LifecycleEvent
 from facewatch.pipeline.metrics import PipelineMetrics
 from facewatch.pipeline.queues import ClosableQueue, FrameHub, QueueClosed
+from facewatch.pipeline.taps import FrameTaps, FrameWatch
 from facewatch.pipeline.tracker import Tracker, TrackerConfig
-from facewatch.pipeline.types import Faces, Frame
+from facewatch.pipeline.types import Faces, Frame, LiveFace, LiveFrame
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.stream.config import StreamConfig
 from facewatch.stream.manager import Stream, StreamManager
@@ -170,6 +171,9 @@ class Pipeline:
         self._trackers: dict[str, Tracker] = {}
         self._last_pts: dict[str, float] = {}
         self._tracks: dict[tuple[str, int], TrackState] = {}
+        self.taps = FrameTaps()
+        #: Names of the persons tracks were decided to be, refreshed at every search (renames).
+        self._names: dict[int, str] = {}
         self._embed_rules = EmbedPolicy(
             improve_ratio=self.config.embed_improve_ratio,
             interval_s=self.config.embed_interval_s,
@@ -240,6 +244,7 @@ class Pipeline:
                 log.exception("pipeline stage failed")
         self._closed.set()
         self.bus.close()
+        self.taps.close()
         # Every stage has stopped, so at most one inference call is still running: waiting for
         # it here is short, and borrowing the loop's default executor would leave its thread.
         self._executor.shutdown(wait=True)
@@ -253,6 +258,7 @@ class Pipeline:
 
     async def remove_stream(self, stream_id: str) -> None:
         await self.streams.remove(stream_id)
+        self.taps.close_stream(stream_id)
         for frame in self.hub.close_stream(stream_id):
             self._on_dropped(frame, "removed")
         tracker = self._trackers.pop(stream_id, None)
@@ -262,6 +268,15 @@ class Pipeline:
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
         return self.bus.subscribe(maxsize)
+
+    def watch_frames(self, stream_id: str, maxsize: int = 2) -> FrameWatch:
+        """The stream's processed frames with their tracked faces, newest ``maxsize`` kept.
+
+        The watch ends when closed, when the stream is removed, or when the pipeline closes.
+        """
+        if self._closing:
+            raise FacewatchError("the pipeline is shutting down")
+        return self.taps.watch(stream_id, maxsize)
 
     def _hub_depth(self, stream_id: str) -> int:
         """Frames a stream may have waiting: one for live video, a batch for a file read fast."""
@@ -387,6 +402,8 @@ class Pipeline:
                 state.requested_best_quality = max(q, state.requested_best_quality or 0.0)
                 jobs.append(EmbedJob(frame, track, crops[i], q, state.bbox))
         self.metrics.active_tracks.set(len(self._tracks))
+        if self.taps.wanted(stream_id):
+            self.taps.offer(self._live_frame(frame, faces, update.track_ids.tolist()))
         self._busy("track", started)
         self.metrics.stage_seconds.labels("track").observe(time.perf_counter() - started)
         for job in jobs:
@@ -396,6 +413,33 @@ class Pipeline:
         except KeyError:
             return
         stream.note_processed(frame)
+
+    def _live_frame(self, frame: Frame, faces: Faces, track_ids: list[int]) -> LiveFrame:
+        live = []
+        for i, track in enumerate(track_ids):
+            if track < 0:
+                continue
+            state = self._tracks.get((frame.stream_id, track))
+            decision = state.decision if state is not None else None
+            person_id = decision.person_id if decision is not None else None
+            similarity = (
+                float(decision.similarity)
+                if decision is not None and np.isfinite(decision.similarity)
+                else None
+            )
+            x1, y1, x2, y2 = (float(v) for v in faces.xyxy[i])
+            live.append(
+                LiveFace(
+                    track,
+                    (x1, y1, x2, y2),
+                    person_id,
+                    self._names.get(person_id) if person_id is not None else None,
+                    similarity,
+                )
+            )
+        return LiveFrame(
+            frame.stream_id, frame.seq, frame.pts_s, frame.captured_at, frame.image, tuple(live)
+        )
 
     async def _put_embed(self, item: EmbedJob | TrackEnd) -> None:
         await self._embed_queue.put(item)
@@ -457,7 +501,7 @@ class Pipeline:
             return
         started = time.perf_counter()
         queries = np.stack([template for _, template in ready]).astype(np.float32)
-        matches = await loop.run_in_executor(self._executor, self.watchlist.match, queries)
+        matches = await loop.run_in_executor(self._executor, self._match_and_name, queries)
         self._busy("search", started)
         self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - started)
         self.metrics.batch_size.labels("search").observe(len(ready))
@@ -488,6 +532,14 @@ class Pipeline:
                         state,
                     )
                 )
+
+    def _match_and_name(self, queries: F32) -> list[list[Any]]:
+        """Worker thread: search, and refresh the names of the persons found."""
+        matches = self.watchlist.match(queries)
+        found = sorted({m.person_id for row in matches for m in row[:1]})
+        if found:
+            self._names.update(self.watchlist.store.names(found))
+        return matches
 
     async def _end_track(self, end: TrackEnd) -> None:
         state = self._tracks.pop((end.stream, end.track), None)

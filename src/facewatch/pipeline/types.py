@@ -121,3 +121,38 @@ class Frame:
     @property
     def resolution_wh(self) -> tuple[int, int]:
         return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFace:
+    """A tracked face as a live view draws it.
+
+    Attributes:
+        track: track id within the stream.
+        bbox: x1, y1, x2, y2 in pixels of the frame.
+        person_id, person: who the track is so far, None while unknown or undecided.
+        similarity: the track's similarity to that person (best candidate when unknown), None
+            before its first search.
+    """
+
+    track: int
+    bbox: tuple[float, float, float, float]
+    person_id: int | None
+    person: str | None
+    similarity: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """A processed frame with its tracked faces, for live views (see ``Pipeline.watch_frames``).
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR pixels, shared with the pipeline: do not modify.
+    """
+
+    stream_id: str
+    seq: int
+    pts_s: float
+    captured_at: float
+    image: NDArray[np.uint8]
+    faces: tuple[LiveFace, ...]
