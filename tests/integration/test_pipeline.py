@@ -23,6 +23,7 @@ from hamilton import watch_settings as watch_settings  # a fixture
 
 from facewatch.config import Settings
 from facewatch.pipeline.alerts import Alert
+from facewatch.pipeline.queues import ClosableQueue
 from facewatch.pipeline.runner import Pipeline
 from facewatch.pipeline.taps import FrameWatch
 from facewatch.pipeline.types import LiveFrame
@@ -197,3 +198,70 @@ async def test_a_frame_watch_sees_tracked_faces_with_names_and_ends_at_close(
     named = {face.person for face in faces if face.person}
     assert named & PERFORMERS, named
     assert named <= PERFORMERS | ALSO_IN_CLIP, named
+
+
+def with_pipeline(settings: Settings, **pipeline: Any) -> Settings:
+    return settings.model_copy(update={"pipeline": settings.pipeline.model_copy(update=pipeline)})
+
+
+@pytest.mark.slow
+async def test_pausing_a_stream_ends_its_tracks_without_waiting_for_frames(
+    watch_settings: Settings, engine: FaceEngine, enrolled: dict[int, str], faces_dir: Path
+) -> None:
+    settings = with_pipeline(watch_settings, track_max_age_s=0.5)
+    with Watchlist.open(settings, engine) as watchlist:
+        async with Pipeline(settings, engine, watchlist) as pipeline:
+            subscription = pipeline.subscribe()
+            stream = await pipeline.add_stream(
+                StreamConfig(url=str(faces_dir / HAMILTON), name="hamilton", loop=True)
+            )
+            async with asyncio.timeout(300):
+                async for alert in subscription:
+                    if alert.type == "match":
+                        break
+            await pipeline.streams.pause(stream.id)
+            # A looped file never ends, so only the pause can end the track now.
+            ended: set[int] = set()
+            async with asyncio.timeout(60):
+                async for later in subscription:
+                    if later.type == "ended":
+                        ended.add(later.track)
+                    if alert.track in ended:
+                        break
+            assert stream.status().state == "paused"
+
+
+@pytest.mark.slow
+async def test_close_returns_within_the_grace_period_when_embedding_is_stuck(
+    watch_settings: Settings,
+    engine: FaceEngine,
+    enrolled: dict[int, str],
+    faces_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the detect stage, cancelled while flushing track ends into a full embed
+    queue whose consumer was gone, used to wait forever."""
+    embed_crops = engine.embed_crops
+
+    def stuck(crops: Any) -> Any:
+        # A recognizer far slower than the detector: the embed queue fills up behind it.
+        threading.Event().wait(5)
+        return embed_crops(crops)
+
+    monkeypatch.setattr(engine, "embed_crops", stuck)
+    settings = with_pipeline(watch_settings, shutdown_grace_s=0.2)
+    with Watchlist.open(settings, engine) as watchlist:
+        pipeline = Pipeline(settings, engine, watchlist)
+        # A short embed queue fills within seconds behind the stuck recognizer.
+        pipeline._embed_queue = ClosableQueue(4)
+        await pipeline.start()
+        await pipeline.add_stream(
+            StreamConfig(url=str(faces_dir / HAMILTON), name="hamilton", loop=True)
+        )
+        async with asyncio.timeout(120):
+            while len(pipeline._embed_queue) < pipeline._embed_queue.maxsize:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            await pipeline.close()
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    assert not others, f"tasks left behind: {others}"

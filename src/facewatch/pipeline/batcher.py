@@ -1,7 +1,9 @@
 """Batching: gather items from many producers into one batch for one inference call.
 
 A batch leaves when it holds ``max_batch`` items, or ``max_wait_s`` after its first item arrived,
-whichever comes first: a full load gets full batches, a light one gets low latency.
+whichever comes first: a full load gets full batches, a light one gets low latency. A caller that
+knows no more items can come soon (every live camera already has its frame in the batch) says so
+with ``complete``, and the batch leaves without waiting out ``max_wait_s``.
 :class:`BatchPolicy` is the pure rule; :func:`next_batch` applies it to a queue.
 """
 
@@ -57,9 +59,15 @@ class BatchSource(Protocol[T_co]):
 
 
 async def next_batch(
-    source: BatchSource[T], policy: BatchPolicy, clock: Callable[[], float] = time.monotonic
+    source: BatchSource[T],
+    policy: BatchPolicy,
+    clock: Callable[[], float] = time.monotonic,
+    complete: Callable[[list[T]], bool] | None = None,
 ) -> list[T]:
     """Wait for a first item, then take more until the policy says the batch leaves.
+
+    Items already queued are always taken (up to ``max_batch``); ``complete(batch)`` returning
+    True only stops the waiting for more.
 
     Raises:
         QueueClosed: the source was closed before a first item came; a source closed while the
@@ -72,7 +80,8 @@ async def next_batch(
             batch.append(source.get_nowait())
             continue
         except asyncio.QueueEmpty:
-            pass
+            if complete is not None and complete(batch):
+                break
         except QueueClosed:
             break
         try:

@@ -113,6 +113,10 @@ class ClosableQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def put(self, item: T) -> None:
         while len(self._items) >= self.maxsize and not self._closed:
             self._not_full.clear()

@@ -170,6 +170,7 @@ class Pipeline:
         self._tracker_config = TrackerConfig(max_age_s=self.config.track_max_age_s)
         self._trackers: dict[str, Tracker] = {}
         self._last_pts: dict[str, float] = {}
+        self._tracked_at: dict[str, float] = {}
         self._tracks: dict[tuple[str, int], TrackState] = {}
         self.taps = FrameTaps()
         #: Names of the persons tracks were decided to be, refreshed at every search (renames).
@@ -216,6 +217,7 @@ class Pipeline:
                 group.create_task(self._detect_stage(), name="facewatch-detect")
                 group.create_task(self._embed_stage(), name="facewatch-embed")
                 group.create_task(self._alert_stage(), name="facewatch-alert")
+                group.create_task(self._idle_track_stage(), name="facewatch-idle-tracks")
         finally:
             self._closed.set()
 
@@ -304,7 +306,9 @@ class Pipeline:
         try:
             while True:
                 try:
-                    frames = await next_batch(self.hub, self._detect_policy)
+                    frames = await next_batch(
+                        self.hub, self._detect_policy, complete=self._holds_every_live_stream
+                    )
                 except QueueClosed:
                     break
                 now = time.monotonic()
@@ -327,12 +331,62 @@ class Pipeline:
                 pass  # cancelled at shutdown: the embedding stage is gone
             self._embed_queue.close()
 
-    def _by_detection_size(
-        self, frames: Sequence[Frame]
-    ) -> dict[tuple[int, int] | None, list[Frame]]:
-        groups: dict[tuple[int, int] | None, list[Frame]] = {}
+    async def _idle_track_stage(self) -> None:
+        """End the tracks of streams that stopped sending frames.
+
+        A tracker ages its tracks out only when frames come; a stream that is paused, ended,
+        reconnecting or removed sends none, so without this its people would stay "in view"
+        (no ``ended`` alert) until it sends again or the pipeline closes.
+        """
+        period = max(0.1, self.config.track_max_age_s)
+        while not self._embed_queue.closed:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            waiting = self.hub.depths()
+            for stream_id, tracker in list(self._trackers.items()):
+                if (
+                    not tracker.active
+                    or self._sending(stream_id)
+                    or waiting.get(stream_id, 0)
+                    # Its last frames may still be in detection (a file that just ended).
+                    or now - self._tracked_at.get(stream_id, 0.0) < period
+                ):
+                    continue
+                try:
+                    for track in tracker.flush():
+                        await self._put_embed(TrackEnd(stream_id, track, self._last_pts[stream_id]))
+                except QueueClosed:
+                    return
+
+    def _sending(self, stream_id: str) -> bool:
+        try:
+            return self.streams.get(stream_id).status().state in ("starting", "running")
+        except KeyError:
+            return False
+
+    def _holds_every_live_stream(self, frames: list[Frame]) -> bool:
+        """Whether a detection batch can leave now: it has a frame of every running live stream.
+
+        A live stream has at most one frame waiting (the newest), so once the batch holds one of
+        each, waiting longer only adds latency. Files read unpaced are not live: their frames are
+        queued already and taken without waiting.
+        """
+        running = {s.id for s in self.streams.list() if s.live and s.status().state == "running"}
+        return bool(running) and running <= {frame.stream_id for frame in frames}
+
+    def _by_detection_size(self, frames: Sequence[Frame]) -> dict[tuple[int, int], list[Frame]]:
+        groups: dict[tuple[int, int], list[Frame]] = {}
+        base = self.engine.settings.detection_size
         for frame in frames:
-            groups.setdefault(self._stream_config(frame.stream_id).detection_size, []).append(frame)
+            config = self._stream_config(frame.stream_id)
+            size = config.detection_size
+            if size is None:
+                height, width = frame.image.shape[:2]
+                if config.roi is not None:
+                    x1, y1, x2, y2 = config.roi
+                    width, height = int(width * (x2 - x1)), int(height * (y2 - y1))
+                size = fitted_detection_size((width, height), base)
+            groups.setdefault(size, []).append(frame)
         return groups
 
     def _stream_config(self, stream_id: str) -> StreamConfig:
@@ -342,7 +396,7 @@ class Pipeline:
             return StreamConfig(url="removed")
 
     def _detect(
-        self, frames: Sequence[Frame], size: tuple[int, int] | None
+        self, frames: Sequence[Frame], size: tuple[int, int]
     ) -> list[tuple[Faces, NDArray[np.uint8]]]:
         """Worker thread: detect in each frame (its region of interest), with aligned crops."""
         images, offsets = [], []
@@ -368,6 +422,7 @@ class Pipeline:
         self.metrics.faces.labels(stream_id).inc(len(faces))
         self.metrics.frames.labels(stream_id).inc()
         self._last_pts[stream_id] = frame.pts_s
+        self._tracked_at[stream_id] = time.monotonic()
         jobs: list[EmbedJob | TrackEnd] = [
             TrackEnd(stream_id, t, frame.pts_s) for t in update.ended
         ]
@@ -629,6 +684,29 @@ class Pipeline:
             "snapshot_errors": self.counts.snapshot_errors,
             "seconds": round(time.monotonic() - self.started_at, 3),
         }
+
+
+#: Detector inputs are multiples of the coarsest anchor stride of the detectors we run.
+DETECTION_STRIDE = 32
+
+
+def fitted_detection_size(
+    resolution_wh: tuple[int, int], base_wh: tuple[int, int]
+) -> tuple[int, int]:
+    """The detector input for frames of one shape: the base size cut down to the frame's aspect.
+
+    The frame is scaled as the base size would scale it (to fit inside ``base_wh``), and the
+    input is the smallest multiple of :data:`DETECTION_STRIDE` holding it: a 16:9 frame gets
+    640x384 instead of 640x640 padding, the same faces at the same scale for 40 % less work.
+    """
+    width, height = max(1, resolution_wh[0]), max(1, resolution_wh[1])
+    scale = min(base_wh[0] / width, base_wh[1] / height)
+
+    def side(pixels: float, limit: int) -> int:
+        fitted = int(np.ceil(pixels * scale / DETECTION_STRIDE - 1e-6)) * DETECTION_STRIDE
+        return max(DETECTION_STRIDE, min(limit, fitted))
+
+    return side(width, base_wh[0]), side(height, base_wh[1])
 
 
 def crop_roi(

@@ -87,6 +87,27 @@ async def test_items_arriving_during_the_wait_join_the_batch() -> None:
     assert batch == [0, 1, 2]
 
 
+async def test_a_complete_batch_leaves_without_waiting_but_takes_what_is_queued() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for item in ("cam-a", "cam-b", "cam-a"):
+        queue.put_nowait(item)
+    # Only "complete" can end this batch early: the wait is an hour and the batch has room.
+    policy = BatchPolicy(8, 3600.0)
+    cameras = {"cam-a", "cam-b"}
+    async with asyncio.timeout(5):
+        batch = await next_batch(queue, policy, complete=lambda got: cameras <= set(got))
+    assert batch == ["cam-a", "cam-b", "cam-a"]
+
+
+async def test_an_incomplete_batch_waits_out_the_policy() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue.put_nowait("cam-a")
+    batch = await next_batch(
+        queue, BatchPolicy(8, 0.02), complete=lambda got: {"cam-a", "cam-b"} <= set(got)
+    )
+    assert batch == ["cam-a"]
+
+
 async def test_closed_queue_ends_batches() -> None:
     queue: ClosableQueue[int] = ClosableQueue(4)
     await queue.put(1)
