@@ -6,6 +6,7 @@ the caller (tests); without, its lifespan opens them at start-up and closes them
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             return
         opened = await Services.open(settings)
         app.state.services = opened
+        hint = first_run_hint(settings, await asyncio.to_thread(opened.accounts.has_users))
+        if hint:
+            log.warning("%s", hint)
         try:
             yield
         finally:
@@ -79,3 +83,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def first_run_hint(settings: Settings, has_users: bool) -> str | None:
+    """What to tell an operator starting a server nobody can log in to yet."""
+    if has_users:
+        return None
+    host = settings.server.host
+    shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    return (
+        f"no account exists yet: open http://{shown}:{settings.server.port}/setup to create the "
+        "first (admin) account, or run `facewatch user add NAME --role admin`"
+    )
