@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from facewatch import __version__
 from facewatch.cli_serve import add_serve_command
+from facewatch.cli_users import add_user_commands
 from facewatch.cli_watch import add_watch_command
 from facewatch.cli_watchlist import add_commands
 from facewatch.config import Settings, describe_settings, load_settings
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config)
 
     add_commands(commands, data_dir)
+    add_user_commands(commands, data_dir)
     add_watch_command(commands, data_dir)
     add_serve_command(commands, data_dir)
     return parser

@@ -73,7 +73,13 @@ class Services:
         return cls(settings, engine, watchlist, pipeline, accounts, events, mqtt)
 
     async def close(self) -> None:
-        """Stop the streams and drain the pipeline, then flush events, then save the index."""
+        """Close the browsers' video peers, stop the streams and drain the pipeline, then flush
+        events, then save the index."""
+        # Webcam publishers first: their streams go through the pipeline, which must still run.
+        for key in ("webcam_publisher", "live_views"):
+            part = self.extras.pop(key, None)
+            if part is not None:
+                await part.close_all()
         await self.pipeline.close()
         await self.events.close()
         if self.mqtt is not None:
