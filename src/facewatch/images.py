@@ -19,6 +19,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 BGRImage = NDArray[np.uint8]
 
 
+#: Image formats decoded (Pillow names); anything else is "not an image".
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+
 def decode_image(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None
 ) -> BGRImage:
@@ -39,7 +43,9 @@ def decode_image(
         # Our own limit replaces Pillow's global one (whose warning would be an error in tests).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            # Only the formats we document: Pillow would otherwise also try EPS (Ghostscript),
+            # PSD, ICO and others, each more parser surface for hostile uploads.
+            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageTooLargeError(

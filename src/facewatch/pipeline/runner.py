@@ -319,6 +319,9 @@ class Pipeline:
                     started = time.perf_counter()
                     found = await loop.run_in_executor(self._executor, self._detect, group, size)
                     self._busy("detect", started)
+                    self.metrics.stage_seconds.labels("detect").observe(
+                        time.perf_counter() - started
+                    )
                     for frame, (faces, crops) in zip(group, found, strict=True):
                         await self._track(frame, faces, crops)
         finally:

@@ -30,7 +30,9 @@ from facewatch.web.routes import (
     people,
     streams,
 )
+from facewatch.web.routes.health import install_http_metrics
 from facewatch.web.services import Services
+from facewatch.web.stream_registry import restore_streams
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             return
         opened = await Services.open(settings)
         app.state.services = opened
+        try:
+            await restore_streams(opened)
+        except BaseException:
+            await opened.close()
+            raise
         hint = first_run_hint(settings, await asyncio.to_thread(opened.accounts.has_users))
         if hint:
             log.warning("%s", hint)
@@ -71,6 +78,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
+    install_http_metrics(app)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -138,6 +138,8 @@ def require(minimum: Role) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = f"require_{minimum}"
+    # Read by the validation-error handler, which must refuse a stranger before judging a body.
+    dependency.minimum_role = minimum  # type: ignore[attr-defined]
     return dependency
 
 

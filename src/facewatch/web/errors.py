@@ -89,7 +89,14 @@ async def _facewatch_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    code = {
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        429: "rate_limited",
+    }
     return JSONResponse(
         error_body(code.get(exc.status_code, "http_error"), str(exc.detail)),
         status_code=exc.status_code,
@@ -97,8 +104,47 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _minimum_role(dependant: Any) -> Any:
+    """The role a route's ``require(...)`` dependency asks for, None for a public route."""
+    for sub in getattr(dependant, "dependencies", ()):
+        role = getattr(sub.call, "minimum_role", None) or _minimum_role(sub)
+        if role is not None:
+            return role
+    return None
+
+
+async def _caller_refused(request: Request) -> JSONResponse | None:
+    """401/403 for a request whose body failed validation before its credentials were checked.
+
+    FastAPI parses a JSON body before it runs dependencies, so without this a stranger sending
+    malformed JSON would learn about the route's body instead of being refused.
+    """
+    route = request.scope.get("route")
+    minimum = _minimum_role(getattr(route, "dependant", None))
+    if minimum is None:
+        return None
+    from facewatch.web.auth import optional_principal
+
+    principal = await optional_principal(request)
+    if principal is None:
+        return JSONResponse(
+            error_body("unauthenticated", "credentials are missing, unknown or expired"),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if principal.role < minimum:
+        message = (
+            f"this needs the {minimum} role or higher; {principal.username} is {principal.role}"
+        )
+        return JSONResponse(error_body("forbidden", message), status_code=403)
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = await _caller_refused(request)
+    if refused is not None:
+        return refused
     problems = [
         {
             "where": ".".join(str(part) for part in error.get("loc", ())),

@@ -1,0 +1,265 @@
+"""Request and response bodies of the REST API (faces, people, watchlist, streams, health).
+
+Responses are built from the dictionaries the CLI and the services already produce
+(``_face_record``, ``PersonRecord.as_dict``, ``FaceRecord.as_dict``, ``StreamStatus.as_dict``),
+so one serialisation serves both; these models pin the shapes and document them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from facewatch.stream.config import StreamConfig
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- faces -------------------------------------------------------------------------------------
+
+
+class Quality(BaseModel):
+    score: float = Field(description="Detection confidence in [0, 1].")
+    size: float = Field(description="Shorter side of the box, in pixels.")
+    sharpness: float = Field(description="Laplacian variance of the aligned face.")
+    frontal: float = Field(description="1 looking at the camera, towards 0 in profile.")
+
+
+class DetectedFace(BaseModel):
+    bbox: list[float] = Field(description="x1, y1, x2, y2 in pixels of the image.")
+    score: float
+    landmarks: list[list[float]] = Field(description="Five [x, y] points: eyes, nose, mouth.")
+    quality: Quality
+
+
+class EmbeddedFace(DetectedFace):
+    embedding: list[float] = Field(description="L2-normalised embedding (the pack's dimension).")
+
+
+class Detection(BaseModel):
+    width: int
+    height: int
+    faces: list[DetectedFace]
+
+
+class Embedding(BaseModel):
+    width: int
+    height: int
+    faces: list[EmbeddedFace]
+
+
+class Verification(BaseModel):
+    same: bool = Field(description="similarity >= threshold.")
+    similarity: float = Field(description="Cosine similarity of the largest face of each image.")
+    threshold: float
+
+
+class Candidate(BaseModel):
+    person_id: int
+    name: str | None
+    similarity: float
+    face_id: int | None = Field(None, description="The template that matched best.")
+
+
+class IdentifiedFace(BaseModel):
+    bbox: list[float]
+    score: float
+    match: Candidate | None = Field(description="The best person at the threshold, else null.")
+    candidates: list[Candidate] = Field(description="Best persons first, threshold not applied.")
+
+
+class Query(BaseModel):
+    width: int
+    height: int
+    threshold: float
+    faces: list[IdentifiedFace]
+
+
+class ItemError(BaseModel):
+    code: str
+    message: str
+    model_config = ConfigDict(extra="allow")
+
+
+class FailedItem(BaseModel):
+    index: int
+    error: ItemError
+
+
+class DetectionItem(Detection):
+    index: int
+
+
+class EmbeddingItem(Embedding):
+    index: int
+
+
+class QueryItem(Query):
+    index: int
+
+
+class VerificationItem(Verification):
+    index: int
+
+
+class DetectionBatch(BaseModel):
+    results: list[DetectionItem | FailedItem]
+
+
+class EmbeddingBatch(BaseModel):
+    results: list[EmbeddingItem | FailedItem]
+
+
+class QueryBatch(BaseModel):
+    results: list[QueryItem | FailedItem]
+
+
+class VerificationBatch(BaseModel):
+    results: list[VerificationItem | FailedItem]
+
+
+# --- people ------------------------------------------------------------------------------------
+
+
+class PersonDetails(Strict):
+    """A person's details as clients send them (enrollment, PATCH)."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    age: int | None = Field(None, ge=0, le=150)
+    gender: str | None = Field(None, max_length=32)
+    address: str | None = Field(None, max_length=500)
+    attributes: dict[str, Any] | None = Field(None, description="Free-form JSON object.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("name must not be blank")
+        return value.strip() if value is not None else None
+
+
+class Person(BaseModel):
+    id: int
+    name: str
+    age: int | None
+    gender: str | None
+    address: str | None
+    attributes: dict[str, Any]
+    face_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class FaceQuality(BaseModel):
+    det_score: float
+    face_size: float
+    sharpness: float
+    frontal: float
+
+
+class Face(BaseModel):
+    id: int
+    person_id: int
+    image_sha256: str
+    image_path: str = Field(description="Where the photo is kept, relative to the data dir.")
+    image_url: str = Field(description="GET it for the photo.")
+    bbox: list[float]
+    quality: FaceQuality
+    pack_id: str
+    created_at: datetime
+
+
+class Rejected(BaseModel):
+    image: str = Field(description="The file name, or the field and position of the photo.")
+    reason: str = Field(description="not_an_image, no_face, several_faces, too_small, ...")
+    detail: str
+
+
+class Enrollment(BaseModel):
+    person: Person
+    accepted: list[Face]
+    rejected: list[Rejected]
+
+
+class PeoplePage(BaseModel):
+    items: list[Person]
+    total: int
+    page: int
+    per_page: int
+
+
+class Faces(BaseModel):
+    items: list[Face]
+
+
+class PersonDeleted(BaseModel):
+    person: Person
+    faces_removed: int
+
+
+class FaceDeleted(BaseModel):
+    person: Person
+    face_id: int
+
+
+class ResetRequest(Strict):
+    confirm: bool = Field(False, description="Must be true: reset deletes every person.")
+
+
+class ResetDone(BaseModel):
+    reset: bool
+    faces_removed: int
+
+
+# --- streams -----------------------------------------------------------------------------------
+
+
+class StreamCreate(StreamConfig):
+    """A new stream: its settings, and optionally the id it should have."""
+
+    id: str | None = Field(
+        None,
+        description="1-64 letters, digits, '.', '_' or '-'; default: the slug of the name.",
+    )
+
+
+class Stream(BaseModel):
+    id: str
+    name: str
+    url: str = Field(description="Credentials replaced by ***.")
+    kind: str = Field(description="rtsp, http, file or webrtc.")
+    state: str = Field(description="starting, running, paused, reconnecting, ended, stopped.")
+    persisted: bool = Field(description="Kept in streams.json and restored at start-up.")
+    config: dict[str, Any]
+    status: dict[str, Any] = Field(
+        description="input_fps, processed_fps, frames_decoded, frames_processed, dropped (by "
+        "reason), reconnects, last_error, last_error_at, lag_s, resolution_wh."
+    )
+
+
+class Streams(BaseModel):
+    items: list[Stream]
+
+
+class StreamDeleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, dict[str, Any]]
