@@ -72,6 +72,14 @@ class EmbedJob:
     bbox: tuple[float, float, float, float]
 
 
+#: Detection batches in flight at once (see ``Pipeline._detect_stage``).
+DETECT_DEPTH = 2
+
+DetectResult = tuple[list[tuple[Faces, NDArray[np.uint8]]], float]
+#: A batch's frames and its running detection.
+DetectJob = tuple[list[Frame], "asyncio.Future[DetectResult]"]
+
+
 @dataclass(frozen=True, slots=True)
 class TrackEnd:
     """A track was lost (or its stream stopped); queued behind that track's embed jobs."""
@@ -152,9 +160,10 @@ class Pipeline:
             else None
         )
         self.hub = FrameHub(on_drop=self._on_dropped, depth_for=self._hub_depth)
-        # An unpaced file may have two batches' worth of frames out: one being detected, one
-        # waiting in the hub, which holds them all (see _hub_depth), so none is ever dropped.
-        self._file_window = 2 * engine.settings.batch_size
+        # An unpaced file may have a batch's worth of frames out for each detection in flight
+        # and one more waiting in the hub, which holds them all (see _hub_depth), so none is
+        # ever dropped.
+        self._file_window = (DETECT_DEPTH + 1) * engine.settings.batch_size
         self.streams = StreamManager(self._on_frame, max_in_flight=self._file_window)
         self.metrics.watch_streams(lambda: [stream.status() for stream in self.streams.list()])
         self._detect_policy = BatchPolicy(
@@ -188,7 +197,8 @@ class Pipeline:
             )
         )
         self._executor = ThreadPoolExecutor(
-            max_workers=engine.settings.max_workers + 1, thread_name_prefix="facewatch-pipeline"
+            max_workers=engine.settings.max_workers + DETECT_DEPTH,
+            thread_name_prefix="facewatch-pipeline",
         )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -302,29 +312,35 @@ class Pipeline:
     # --- detect and track -----------------------------------------------------------------------
 
     async def _detect_stage(self) -> None:
+        """Detect batch after batch, then track their frames in order.
+
+        :data:`DETECT_DEPTH` batches are in flight: while one is inside the detector, the next
+        is being letterboxed on another worker and the previous one's faces aligned and tracked,
+        so inference seldom waits for Python work around it.
+        """
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(DETECT_DEPTH)
+        detected: ClosableQueue[DetectJob] = ClosableQueue(DETECT_DEPTH)
+        submitter = asyncio.create_task(
+            self._submit_detections(loop, slots, detected), name="facewatch-detect-submit"
+        )
         try:
             while True:
                 try:
-                    frames = await next_batch(
-                        self.hub, self._detect_policy, complete=self._holds_every_live_stream
-                    )
+                    group, future = await detected.get()
                 except QueueClosed:
                     break
-                now = time.monotonic()
-                for frame in frames:
-                    self.metrics.stage_seconds.labels("queue").observe(now - frame.decoded_at)
-                self.metrics.batch_size.labels("detect").observe(len(frames))
-                for size, group in self._by_detection_size(frames).items():
-                    started = time.perf_counter()
-                    found = await loop.run_in_executor(self._executor, self._detect, group, size)
-                    self._busy("detect", started)
-                    self.metrics.stage_seconds.labels("detect").observe(
-                        time.perf_counter() - started
-                    )
-                    for frame, (faces, crops) in zip(group, found, strict=True):
-                        await self._track(frame, faces, crops)
+                try:
+                    found, seconds = await future
+                finally:
+                    slots.release()
+                self.busy_s["detect"] += seconds
+                self.metrics.stage_seconds.labels("detect").observe(seconds)
+                for frame, (faces, crops) in zip(group, found, strict=True):
+                    await self._track(frame, faces, crops)
         finally:
+            submitter.cancel()
+            await asyncio.gather(submitter, return_exceptions=True)
             try:
                 for stream_id, tracker in list(self._trackers.items()):
                     for track in tracker.flush():
@@ -333,6 +349,36 @@ class Pipeline:
             except QueueClosed:
                 pass  # cancelled at shutdown: the embedding stage is gone
             self._embed_queue.close()
+
+    async def _submit_detections(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        slots: asyncio.Semaphore,
+        detected: ClosableQueue[DetectJob],
+    ) -> None:
+        """Form batches from the hub and start their detection, in order, at most DETECT_DEPTH."""
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    frames = await next_batch(
+                        self.hub, self._detect_policy, complete=self._holds_every_live_stream
+                    )
+                except QueueClosed:
+                    slots.release()
+                    break
+                now = time.monotonic()
+                for frame in frames:
+                    self.metrics.stage_seconds.labels("queue").observe(now - frame.decoded_at)
+                self.metrics.batch_size.labels("detect").observe(len(frames))
+                groups = list(self._by_detection_size(frames).items())
+                for index, (size, group) in enumerate(groups):
+                    if index:  # a batch split by detection size takes one slot per part
+                        await slots.acquire()
+                    future = loop.run_in_executor(self._executor, self._detect, group, size)
+                    await detected.put((group, future))
+        finally:
+            detected.close()
 
     async def _idle_track_stage(self) -> None:
         """End the tracks of streams that stopped sending frames.
@@ -400,8 +446,13 @@ class Pipeline:
 
     def _detect(
         self, frames: Sequence[Frame], size: tuple[int, int]
-    ) -> list[tuple[Faces, NDArray[np.uint8]]]:
-        """Worker thread: detect in each frame (its region of interest), with aligned crops."""
+    ) -> tuple[list[tuple[Faces, NDArray[np.uint8]]], float]:
+        """Worker thread: detect in each frame (its region of interest), with aligned crops.
+
+        Returns:
+            Per frame its faces and aligned crops, and the seconds this took.
+        """
+        started = time.perf_counter()
         images, offsets = [], []
         for frame in frames:
             roi = self._stream_config(frame.stream_id).roi
@@ -409,10 +460,11 @@ class Pipeline:
             images.append(image)
             offsets.append(offset)
         faces, crops = self.engine.detect_aligned(images, size)
-        return [
+        found = [
             (shift(item, offset), crop)
             for item, crop, offset in zip(faces, crops, offsets, strict=True)
         ]
+        return found, time.perf_counter() - started
 
     async def _track(self, frame: Frame, faces: Faces, crops: NDArray[np.uint8]) -> None:
         started = time.perf_counter()
