@@ -15,6 +15,7 @@ import uvicorn
 
 from facewatch.config import Settings
 from facewatch.web.app import create_app
+from facewatch.web.server import FacewatchServer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = FacewatchServer(config)
     server.run()
     # uvicorn returns normally after a signal; a failed start-up (port taken, models missing)
     # leaves `started` unset and has logged why.

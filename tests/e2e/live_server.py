@@ -20,6 +20,7 @@ import uvicorn
 
 from facewatch.config import Settings
 from facewatch.web.app import create_app
+from facewatch.web.server import FacewatchServer
 from facewatch.web.services import Services
 
 #: The users every test server has, one per role; passwords are long enough for any policy.
@@ -32,7 +33,7 @@ class LiveServer:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.app = create_app(settings)
-        self._server = uvicorn.Server(
+        self._server = FacewatchServer(
             uvicorn.Config(
                 self.app,
                 host="127.0.0.1",
