@@ -1,0 +1,60 @@
+"""`facewatch serve` as an operator runs it: a first start guides to set-up, SIGTERM stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facewatch.config import ENV_PREFIX
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_guides_the_first_user_to_setup_and_stops_on_sigterm(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= {"FACE_AI_CACHE_DIR": str(model_cache), "FACE_AI_PROVIDERS": "cpu"}
+    command = [sys.executable, "-m", "facewatch", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.2)
+        setup = httpx.get(f"http://127.0.0.1:{port}/api/setup/status")
+        assert setup.json() == {"needed": True}
+        assert httpx.get(f"http://127.0.0.1:{port}/api/people").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert f"http://localhost:{port}/setup" in stderr
