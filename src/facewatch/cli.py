@@ -30,7 +30,6 @@ from facewatch.cli_watchlist import add_commands
 from facewatch.config import Settings, describe_settings, load_settings
 from facewatch.errors import ConfigError, FacewatchError, ImageError, NoFaceError
 from facewatch.images import read_image
-from facewatch.pipeline.types import Faces
 from facewatch.recognizer.engine import FaceEngine
 
 EXIT_INPUT = 1
@@ -164,23 +163,6 @@ def _load_images(
     return loaded, failures
 
 
-def _face_record(faces: Faces, i: int, *, with_embedding: bool) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "bbox": [round(float(v), 2) for v in faces.xyxy[i]],
-        "score": round(float(faces.score[i]), 4),
-        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in faces.kps[i]],
-        "quality": {
-            "score": round(float(faces.score[i]), 4),
-            "size": round(float(faces.size[i]), 2),
-            "sharpness": round(float(faces.sharpness[i]), 2),
-            "frontal": round(float(faces.frontal[i]), 4),
-        },
-    }
-    if with_embedding and faces.embedding is not None:
-        record["embedding"] = [round(float(v), 6) for v in faces.embedding[i]]
-    return record
-
-
 def _run_images(args: argparse.Namespace, settings: Settings, *, with_embedding: bool) -> int:
     loaded, failures = _load_images(args.images, settings)
     if loaded:
@@ -192,8 +174,7 @@ def _run_images(args: argparse.Namespace, settings: Settings, *, with_embedding:
                 {
                     "image": str(path),
                     "faces": [
-                        _face_record(faces, i, with_embedding=with_embedding)
-                        for i in range(len(faces))
+                        faces.record(i, with_embedding=with_embedding) for i in range(len(faces))
                     ],
                 }
             )

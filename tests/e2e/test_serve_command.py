@@ -56,5 +56,7 @@ def test_serve_guides_the_first_user_to_setup_and_stops_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 0, stderr
+    # uvicorn shuts down gracefully, then re-raises the signal it caught, as a service should.
+    assert process.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr
     assert f"http://localhost:{port}/setup" in stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,6 +78,23 @@ class Faces:
         if not len(self):
             raise IndexError("no faces")
         return int(np.argmax(self.area))
+
+    def record(self, i: int, *, with_embedding: bool = False) -> dict[str, Any]:
+        """Face ``i`` as JSON, the one shape the command line and the REST API both print."""
+        record: dict[str, Any] = {
+            "bbox": [round(float(v), 2) for v in self.xyxy[i]],
+            "score": round(float(self.score[i]), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.kps[i]],
+            "quality": {
+                "score": round(float(self.score[i]), 4),
+                "size": round(float(self.size[i]), 2),
+                "sharpness": round(float(self.sharpness[i]), 2),
+                "frontal": round(float(self.frontal[i]), 4),
+            },
+        }
+        if with_embedding and self.embedding is not None:
+            record["embedding"] = [round(float(v), 6) for v in self.embedding[i]]
+        return record
 
     @classmethod
     def empty(cls, embedding_dim: int | None = None) -> Faces:

@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API (faces, people, watchlist, streams, health).
 
 Responses are built from the dictionaries the CLI and the services already produce
-(``_face_record``, ``PersonRecord.as_dict``, ``FaceRecord.as_dict``, ``StreamStatus.as_dict``),
+(``Faces.record``, ``PersonRecord.as_dict``, ``FaceRecord.as_dict``, ``StreamStatus.as_dict``),
 so one serialisation serves both; these models pin the shapes and document them in OpenAPI.
 """
 

@@ -103,10 +103,7 @@ VERIFY_BATCH = {
 
 def face_record(faces: Faces, i: int, *, with_embedding: bool) -> dict[str, Any]:
     """One face as JSON: the CLI's own record, so ``facewatch detect`` and the API agree."""
-    # Imported here: the CLI imports the server (``facewatch serve``), which imports this.
-    from facewatch.cli import _face_record
-
-    return _face_record(faces, i, with_embedding=with_embedding)
+    return faces.record(i, with_embedding=with_embedding)
 
 
 def _limits(services: Services) -> tuple[int, int, int]:
