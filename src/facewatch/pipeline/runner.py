@@ -72,8 +72,11 @@ class EmbedJob:
     bbox: tuple[float, float, float, float]
 
 
-#: Detection batches in flight at once (see ``Pipeline._detect_stage``).
-DETECT_DEPTH = 2
+#: Detection batches in flight at once (see ``Pipeline._detect_stage``). 2 overlaps one batch's
+#: letterboxing with another's inference, but on a 2-core CPU the second inference crowds out
+#: embedding: one paced stream's alert latency p95 went from 166 to 456 ms (benchmarks/pipeline.py).
+#: Worth 2 where cores are plenty or inference runs on a GPU.
+DETECT_DEPTH = 1
 
 DetectResult = tuple[list[tuple[Faces, NDArray[np.uint8]]], float]
 #: A batch's frames and its running detection.
@@ -314,9 +317,8 @@ class Pipeline:
     async def _detect_stage(self) -> None:
         """Detect batch after batch, then track their frames in order.
 
-        :data:`DETECT_DEPTH` batches are in flight: while one is inside the detector, the next
-        is being letterboxed on another worker and the previous one's faces aligned and tracked,
-        so inference seldom waits for Python work around it.
+        Up to :data:`DETECT_DEPTH` batches are in flight; while the frames of one are tracked,
+        the next batch is already being formed from the hub.
         """
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(DETECT_DEPTH)
