@@ -56,8 +56,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -76,8 +74,8 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-FACES_ENV = "FACEWATCH_TEST_FACES"
+from bench_host import FACES_ENV, faces_root, host, load_average, progress
+
 CLIENTS = (100, 200)
 QUICK_CLIENTS = (2, 4)
 REQUESTS = 400
@@ -96,17 +94,6 @@ SERVER_START_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
 SERVER_USER = "benchmark"
 SERVER_PASSWORD = "benchmark password, long enough"
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def faces_root(explicit: Path | None) -> Path:
-    """--faces-dir, else $FACEWATCH_TEST_FACES, else the repository's ../shared/data/faces."""
-    if explicit is not None:
-        return explicit
-    return Path(os.environ.get(FACES_ENV) or REPO.parent / "shared" / "data" / "faces")
 
 
 def settings_for(data_dir: Path, providers: str, threads: int) -> Any:
@@ -392,24 +379,8 @@ def baseline_figures(runs: Sequence[Run]) -> dict[str, Any]:
 
 
 def machine(engine: Any, threads: int, load_before: tuple[float, ...]) -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "cpu_model": model,
-        "load_average": {
-            "before": [round(v, 2) for v in load_before],
-            "after": [round(v, 2) for v in load_average()],
-        },
-        "python": platform.python_version(),
+        **host(load_before),
         "onnxruntime": ort.__version__,
         "httpx": httpx.__version__,
         "providers": engine.providers,
@@ -417,13 +388,6 @@ def machine(engine: Any, threads: int, load_before: tuple[float, ...]) -> dict[s
         "pack": engine.pack.name,
         "max_workers": engine.settings.max_workers,
     }
-
-
-def load_average() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 # --- main -------------------------------------------------------------------------------------

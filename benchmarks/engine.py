@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
@@ -50,14 +48,13 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from bench_host import FACES_ENV, faces_root, host, progress
 from facewatch.config import load_settings
 from facewatch.images import read_image, validate_array
 from facewatch.pipeline.types import Faces
 from facewatch.recognizer.align import align_faces, frontal, sharpness
 from facewatch.recognizer.engine import INFERENCE_STAGES, FaceEngine
 
-REPO = Path(__file__).resolve().parents[1]
-FACES_ENV = "FACEWATCH_TEST_FACES"
 BATCH_SIZES = (1, 4, 8, 16, 32)
 GOAL_BATCH = 16
 GOAL_SPEEDUP = 1.5
@@ -94,18 +91,7 @@ NAIVE = "naive"
 Image = NDArray[np.uint8]
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # --- input ------------------------------------------------------------------------------------
-
-
-def faces_root(explicit: Path | None) -> Path:
-    """--faces-dir, else $FACEWATCH_TEST_FACES, else the repository's ../shared/data/faces."""
-    if explicit is not None:
-        return explicit
-    return Path(os.environ.get(FACES_ENV) or REPO.parent / "shared" / "data" / "faces")
 
 
 def fit_width(image: Image, max_width: int = MAX_WIDTH) -> Image:
@@ -301,20 +287,8 @@ def paired_ratio(naive: list[Sample], batched: list[Sample], key: str) -> float:
 
 
 def machine(engine: FaceEngine, threads: int) -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "cpu_model": model,
-        "python": platform.python_version(),
+        **host(),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
         "onnxruntime": ort.__version__,

@@ -88,8 +88,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -108,6 +106,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from bench_host import FACES_ENV, faces_root, host, load_average, progress
 from facewatch.config import Settings, load_settings
 from facewatch.errors import EnrollmentRejected
 from facewatch.pipeline.alerts import Alert
@@ -117,8 +116,6 @@ from facewatch.recognizer.engine import INFERENCE_STAGES, FaceEngine
 from facewatch.stream.config import StreamConfig
 from facewatch.watchlist.service import Photo, Watchlist
 
-REPO = Path(__file__).resolve().parents[1]
-FACES_ENV = "FACEWATCH_TEST_FACES"
 CLIP = "videos/fr_short_hamilton_clip.mp4"
 PERFORMERS = ("lin_manuel_miranda", "alex_lacamoire")
 #: Not in the clip: the watchlist is not a list of exactly the people on screen.
@@ -155,18 +152,7 @@ SPAN_KINDS = ("detect.infer", "embed.infer", "search")
 Image = NDArray[np.uint8]
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # --- input ------------------------------------------------------------------------------------
-
-
-def faces_root(explicit: Path | None) -> Path:
-    """--faces-dir, else $FACEWATCH_TEST_FACES, else the repository's ../shared/data/faces."""
-    if explicit is not None:
-        return explicit
-    return Path(os.environ.get(FACES_ENV) or REPO.parent / "shared" / "data" / "faces")
 
 
 def cut_clip(source: Path, target: Path, frames: int) -> int:
@@ -675,24 +661,8 @@ def goals(
 
 
 def machine(engine: FaceEngine, threads: int, load_before: tuple[float, ...]) -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "cpu_model": model,
-        "load_average": {
-            "before": [round(v, 2) for v in load_before],
-            "after": [round(v, 2) for v in load_average()],
-        },
-        "python": platform.python_version(),
+        **host(load_before),
         "numpy": np.__version__,
         "av": av.__version__,
         "onnxruntime": ort.__version__,
@@ -704,13 +674,6 @@ def machine(engine: FaceEngine, threads: int, load_before: tuple[float, ...]) ->
         "embed_batch_size": engine.settings.embed_batch_size,
         "max_workers": engine.settings.max_workers,
     }
-
-
-def load_average() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -64,7 +64,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -77,6 +76,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from bench_host import host, progress
 from facewatch.watchlist.index import FaissIndex, IndexPolicy
 
 DIM = 512
@@ -97,10 +97,6 @@ F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
 #: A search: (Q, D) queries -> (Q,) top-1 face ids (the full top k is computed and dropped).
 Search = Callable[[F32], I64]
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -443,20 +439,8 @@ def goals(size: dict[str, Any], default_nprobe: int) -> tuple[dict[str, Any], di
 
 
 def machine(threads: int) -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "cpu_model": model,
-        "python": platform.python_version(),
+        **host(),
         "numpy": np.__version__,
         "faiss": faiss.__version__,
         "faiss_threads": faiss.omp_get_max_threads(),
