@@ -228,7 +228,7 @@ async def test_pausing_a_stream_ends_its_tracks_without_waiting_for_frames(
                         ended.add(later.track)
                     if alert.track in ended:
                         break
-            assert stream.status().state == "paused"
+            assert stream.status().state == "paused" == stream.state
 
 
 @pytest.mark.slow

@@ -411,7 +411,7 @@ class Pipeline:
 
     def _sending(self, stream_id: str) -> bool:
         try:
-            return self.streams.get(stream_id).status().state in ("starting", "running")
+            return self.streams.get(stream_id).state in ("starting", "running")
         except KeyError:
             return False
 
@@ -422,7 +422,7 @@ class Pipeline:
         each, waiting longer only adds latency. Files read unpaced are not live: their frames are
         queued already and taken without waiting.
         """
-        running = {s.id for s in self.streams.list() if s.live and s.status().state == "running"}
+        running = {s.id for s in self.streams.list() if s.live and s.state == "running"}
         return bool(running) and running <= {frame.stream_id for frame in frames}
 
     def _by_detection_size(self, frames: Sequence[Frame]) -> dict[tuple[int, int], list[Frame]]:

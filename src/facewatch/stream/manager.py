@@ -33,7 +33,7 @@ from facewatch.stream.av_source import AvSource
 from facewatch.stream.config import StreamConfig
 from facewatch.stream.push import PushFeed, PushSource
 from facewatch.stream.source import FrameSource
-from facewatch.stream.status import StreamStats, StreamStatus
+from facewatch.stream.status import StreamState, StreamStats, StreamStatus
 from facewatch.stream.urls import file_path, redact_url
 from facewatch.stream.worker import Timeline, Worker
 
@@ -118,6 +118,16 @@ class Stream:
     def feed(self) -> PushFeed | None:
         """Where a WebRTC peer pushes frames (url ``"webrtc"``); None for other streams."""
         return self._feed
+
+    @property
+    def state(self) -> StreamState:
+        """``status().state`` without the cost of a whole snapshot: the pipeline asks for it
+        while it forms every batch."""
+        with self._stats.lock:
+            state = self._stats.state
+        if self._paused and not self._stopped and state not in ("ended", "stopped"):
+            return "paused"
+        return state
 
     def status(self) -> StreamStatus:
         """A snapshot of the stream's state and counters (cheap; any thread)."""
