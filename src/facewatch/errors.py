@@ -14,7 +14,8 @@ catch one root. Errors carry the data that explains them as attributes, not only
     │   └── ProviderFallbackError GPU asked for, session fell back to CPU
     ├── StreamError               a video source that failed (closed, stalled, lost)
     │   ├── StreamOpenError       a source that cannot be opened (names the url)
-    │   └── DecodeError           data from a source that cannot be decoded
+    │   ├── DecodeError           data from a source that cannot be decoded
+    │   └── OfferError            a WebRTC offer that cannot be answered
     └── WatchlistError            the watchlist store or index
         ├── StoreError            the database cannot be reached or migrated
         ├── PersonNotFoundError   no person with that id (or name)
@@ -135,6 +136,10 @@ class DecodeError(StreamError):
         super().__init__(f"cannot decode {url}: {reason}")
         self.url = url
         self.reason = reason
+
+
+class OfferError(StreamError):
+    """A WebRTC offer that cannot be answered: not an offer, unreadable SDP, or no video in it."""
 
 
 class WatchlistError(FacewatchError):

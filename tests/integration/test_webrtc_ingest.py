@@ -22,6 +22,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from av.video.frame import VideoFrame
 from numpy.typing import NDArray
 
+from facewatch.errors import OfferError
 from facewatch.pipeline.types import Frame
 from facewatch.stream import StreamConfig, StreamManager
 from facewatch.stream.webrtc import WebRTCIngest
@@ -190,10 +191,10 @@ async def test_offers_without_video_are_refused(loopback_ice: None, leaks: None)
     sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     sender.createDataChannel("chat")
     try:
-        with pytest.raises(ValueError, match="no video"):
+        with pytest.raises(OfferError, match="no video"):
             await ingest.accept_offer(await offer_of(sender))
         assert manager.list() == []  # the stream made for it is gone again
-        with pytest.raises(ValueError, match="offer"):
+        with pytest.raises(OfferError, match="offer"):
             await ingest.accept_offer(RTCSessionDescription(sdp="", type="answer"))
         await manager.add(StreamConfig(url="rtsp://127.0.0.1:9/x", enabled=False), "cam")
         with pytest.raises(ValueError, match="not a WebRTC stream"):

@@ -10,16 +10,21 @@ only the newest in the stream's :class:`~facewatch.stream.push.PushFeed`; the st
 thread converts it to BGR, off the loop. Audio and extra video tracks are answered
 "inactive": nobody would read them, and their queues would grow.
 
-A stream the ingest created lives as long as its peer connection: when the connection fails
-or closes, the stream is removed. A stream added beforehand (``stream_id`` of a stream with
-url ``"webrtc"``) outlives its peers: it reconnects (waits) until the next offer for it.
+A stream the ingest created lives as long as its peer: when the connection fails or closes,
+or the track ends, the stream is removed. A stream added beforehand (``stream_id`` of a stream
+with url ``"webrtc"``) outlives its peers: it reconnects (waits) until the next offer for it.
+When a stream is removed by someone else, its peer is closed.
+
+Streams are added and removed through the callables given (by default the stream manager's
+own): the pipeline passes its ``add_stream`` / ``remove_stream``, so that a peer going away
+also ends the tracks of its stream and drops its queued frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiortc import (
@@ -31,8 +36,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av.video.frame import VideoFrame
 
+from facewatch.errors import OfferError
 from facewatch.stream.config import StreamConfig
-from facewatch.stream.manager import STOP_GRACE_S, Stream, StreamManager
+from facewatch.stream.manager import Stream, StreamManager
 from facewatch.stream.push import PushFeed
 from facewatch.stream.urls import WEBRTC_URL
 
@@ -42,6 +48,11 @@ logger = logging.getLogger(__name__)
 NEGOTIATE_TIMEOUT_S = 10.0
 #: Longest time to close one peer connection, seconds.
 CLOSE_TIMEOUT_S = 5.0
+#: Longest time removing a peer's stream may take when the peer goes, seconds.
+REMOVE_TIMEOUT_S = 10.0
+
+AddStream = Callable[[StreamConfig, str | None], Awaitable[Stream]]
+RemoveStream = Callable[[str], Awaitable[None]]
 
 
 def default_peer_connection() -> RTCPeerConnection:
@@ -65,12 +76,12 @@ class WebRTCSession:
 class _Peer:
     """One peer connection and the task reading its video track."""
 
-    def __init__(
-        self, pc: RTCPeerConnection, stream_id: str, feed: PushFeed, owns_stream: bool
-    ) -> None:
+    def __init__(self, pc: RTCPeerConnection, stream: Stream, owns_stream: bool) -> None:
         self.pc = pc
-        self.stream_id = stream_id
-        self.feed = feed
+        self.stream = stream
+        feed = stream.feed
+        assert feed is not None  # streams with url "webrtc" always have one
+        self.feed: PushFeed = feed
         self.owns_stream = owns_stream
         self.track: MediaStreamTrack | None = None
         self.reader: asyncio.Task[None] | None = None
@@ -83,6 +94,8 @@ class WebRTCIngest:
 
     Args:
         manager: where the streams live.
+        add_stream: adds a stream; default ``manager.add``.
+        remove_stream: removes a stream; default ``manager.remove``.
         pc_factory: makes the peer connection for each offer; default: no ICE servers.
     """
 
@@ -90,13 +103,26 @@ class WebRTCIngest:
         self,
         manager: StreamManager,
         *,
+        add_stream: AddStream | None = None,
+        remove_stream: RemoveStream | None = None,
         pc_factory: Callable[[], RTCPeerConnection] = default_peer_connection,
     ) -> None:
         self._manager = manager
+        self._add_stream = add_stream or manager.add
+        self._remove_stream = remove_stream or manager.remove
         self._pc_factory = pc_factory
         self._peers: dict[str, _Peer] = {}  # by stream id: one peer per stream
         self._closing: set[asyncio.Task[None]] = set()  # closes started by aiortc events
         self._closed = False
+
+    @property
+    def stream_ids(self) -> list[str]:
+        """Ids of the streams a peer feeds now."""
+        return list(self._peers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def accept_offer(
         self,
@@ -110,25 +136,24 @@ class WebRTCIngest:
         Args:
             offer: the peer's SDP offer (type "offer"), with its ICE candidates.
             stream_id: an existing stream with url "webrtc" to feed (its previous peer is
-                closed), or the id of the stream to create; default: a new id.
+                closed), or the id of the stream to create; default: a new stream.
             config: settings of the stream to create; default ``StreamConfig(url="webrtc")``.
 
         Raises:
-            ValueError: not an offer, no video in it, or a stream that is not "webrtc".
+            OfferError: not an offer, SDP that cannot be read, or no video in it.
+            ValueError: a stream that is not "webrtc", or a new stream whose id is taken.
             TimeoutError: negotiation took longer than ``NEGOTIATE_TIMEOUT_S``.
             RuntimeError: the ingest is closed.
         """
         if self._closed:
             raise RuntimeError("the WebRTC ingest is closed")
         if offer.type != "offer":
-            raise ValueError(f"expected an SDP offer, got {offer.type!r}")
+            raise OfferError(f"expected an SDP offer, got {offer.type!r}")
         stream, owns_stream = await self._stream_for(stream_id, config)
-        feed = stream.feed
-        assert feed is not None  # streams with url "webrtc" always have one
         previous = self._peers.pop(stream.id, None)
         if previous is not None:
             await self._close_peer(previous)
-        peer = _Peer(self._pc_factory(), stream.id, feed, owns_stream)
+        peer = _Peer(self._pc_factory(), stream, owns_stream)
         self._peers[stream.id] = peer
         try:
             answer = await self._negotiate(peer, offer)
@@ -161,7 +186,7 @@ class WebRTCIngest:
         config = config or StreamConfig(url=WEBRTC_URL)
         if config.url != WEBRTC_URL:
             raise ValueError(f"a WebRTC stream needs url {WEBRTC_URL!r}, got {config.url!r}")
-        return await self._manager.add(config, stream_id), True
+        return await self._add_stream(config, stream_id), True
 
     async def _negotiate(self, peer: _Peer, offer: RTCSessionDescription) -> RTCSessionDescription:
         pc = peer.pc
@@ -174,20 +199,22 @@ class WebRTCIngest:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState in ("failed", "closed") and not peer.closed:
-                task = asyncio.ensure_future(self._close_peer(peer))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            if pc.connectionState in ("failed", "closed"):
+                self._close_soon(peer)
 
         async with asyncio.timeout(NEGOTIATE_TIMEOUT_S):
-            await pc.setRemoteDescription(offer)
+            try:
+                await pc.setRemoteDescription(offer)
+            except Exception as exc:  # aiortc's SDP parser raises many kinds; all mean bad SDP
+                raise OfferError(f"the SDP offer cannot be used: {exc}") from None
             if peer.track is None:
-                raise ValueError("the offer sends no video")
+                raise OfferError("the offer sends no video")
             for transceiver in pc.getTransceivers():
                 if transceiver.receiver.track is not peer.track:
                     transceiver.direction = "inactive"  # audio, extra video: never read
             await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription
+        description: RTCSessionDescription = pc.localDescription
+        return description
 
     async def _read(self, peer: _Peer, track: MediaStreamTrack) -> None:
         """Take frames as fast as aiortc makes them; the feed keeps only the newest."""
@@ -196,35 +223,59 @@ class WebRTCIngest:
         try:
             while True:
                 frame = await track.recv()
+                if not self._current(peer):
+                    reason = "the stream was removed"
+                    break
                 if isinstance(frame, VideoFrame):
                     peer.feed.push(peer, frame)
         except MediaStreamError:
             reason = "WebRTC track ended"
         finally:
             peer.feed.disconnect(peer, reason)
+        self._close_soon(peer)
+
+    def _current(self, peer: _Peer) -> bool:
+        """Whether the peer's stream is still there (not removed by someone else)."""
+        try:
+            return self._manager.get(peer.stream.id) is peer.stream
+        except KeyError:
+            return False
+
+    def _close_soon(self, peer: _Peer) -> None:
+        """Close a peer from an aiortc event handler or its reader (which cannot await it)."""
+        if peer.closed:
+            return
+        task = asyncio.ensure_future(self._close_peer(peer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _close_peer(self, peer: _Peer) -> None:
         if peer.closed:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S + STOP_GRACE_S + 1.0):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S + REMOVE_TIMEOUT_S + 1.0):
                 await peer.done.wait()
             return
         peer.closed = True
+        stream_id = peer.stream.id
         try:
-            if self._peers.get(peer.stream_id) is peer:
-                del self._peers[peer.stream_id]
-            if peer.reader is not None:
-                peer.reader.cancel()
-                await asyncio.gather(peer.reader, return_exceptions=True)
+            if self._peers.get(stream_id) is peer:
+                del self._peers[stream_id]
+            reader = peer.reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await peer.pc.close()
             except TimeoutError:
-                logger.warning("stream %s: WebRTC peer did not close in time", peer.stream_id)
-            if peer.owns_stream:
+                logger.warning("stream %s: WebRTC peer did not close in time", stream_id)
+            if peer.owns_stream and self._current(peer):
                 try:
-                    await self._manager.remove(peer.stream_id)
+                    async with asyncio.timeout(REMOVE_TIMEOUT_S):
+                        await self._remove_stream(stream_id)
                 except KeyError:
-                    pass  # removed already
-            logger.info("stream %s: WebRTC peer closed", peer.stream_id)
+                    pass  # removed meanwhile
+                except Exception:  # a pipeline shutting down may refuse; the stream goes with it
+                    logger.warning("stream %s: not removed after its peer left", stream_id)
+            logger.info("stream %s: WebRTC peer closed", stream_id)
         finally:
             peer.done.set()
