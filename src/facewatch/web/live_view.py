@@ -189,6 +189,7 @@ class LiveViews:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._shutdown = asyncio.Event()
+        self._sockets_open: set[asyncio.Event] = set()  # one per metadata socket: set when done
 
     @classmethod
     def of(cls, services: Services) -> LiveViews:
@@ -241,11 +242,22 @@ class LiveViews:
         return answer
 
     async def close_all(self) -> None:
-        """Close every peer and end every metadata socket (code 1001); idempotent."""
+        """Close every peer and end every metadata socket (code 1001); idempotent.
+
+        Waits (bounded) until the sockets are closed: the server calls this before uvicorn
+        closes the connections that are left (with 1012, "restart").
+        """
         self._closed = True
         self._shutdown.set()
         viewers = [viewer for group in self._viewers.values() for viewer in group]
-        await asyncio.gather(*(self._close(viewer) for viewer in viewers), *self._closing_tasks)
+        sockets = [finished.wait() for finished in self._sockets_open]
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S + CLOSE_TIMEOUT_S):
+                await asyncio.gather(
+                    *(self._close(viewer) for viewer in viewers), *self._closing_tasks, *sockets
+                )
+        except TimeoutError:
+            log.warning("the live views did not all close in time")
 
     async def stream_metadata(self, websocket: WebSocket, stream_id: str) -> None:
         """Send the faces of each processed frame of a stream to an accepted WebSocket.
@@ -270,15 +282,21 @@ class LiveViews:
             await websocket.send_json({"type": "error", "error": error})
             await websocket.close(4404 if error["code"] == "stream_not_found" else 1013)
             return
+        finished = asyncio.Event()
+        self._sockets_open.add(finished)
         try:
-            code = await self._pump_metadata(websocket, stream_id, watch)
-        finally:
-            watch.close()
-        if code is not None and websocket.application_state == WebSocketState.CONNECTED:
             try:
-                await websocket.close(code)
-            except (RuntimeError, OSError):
-                pass  # the client went at the same moment
+                code = await self._pump_metadata(websocket, stream_id, watch)
+            finally:
+                watch.close()
+            if code is not None and websocket.application_state == WebSocketState.CONNECTED:
+                try:
+                    await websocket.close(code)
+                except (RuntimeError, OSError):
+                    pass  # the client went at the same moment
+        finally:
+            self._sockets_open.discard(finished)
+            finished.set()
 
     async def _pump_metadata(
         self, websocket: WebSocket, stream_id: str, watch: FrameWatch
