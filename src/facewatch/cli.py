@@ -27,7 +27,12 @@ from facewatch.cli_serve import add_serve_command
 from facewatch.cli_users import add_user_commands
 from facewatch.cli_watch import add_watch_command
 from facewatch.cli_watchlist import add_commands
-from facewatch.config import Settings, describe_settings, load_settings
+from facewatch.config import (
+    Settings,
+    describe_settings,
+    load_settings,
+    settings_reference_markdown,
+)
 from facewatch.errors import ConfigError, FacewatchError, ImageError, NoFaceError
 from facewatch.images import read_image
 from facewatch.recognizer.engine import FaceEngine
@@ -110,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     config = commands.add_parser("config", help="every setting with its environment names")
+    config.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the configuration reference page (docs/configuration.md) instead",
+    )
     config.set_defaults(handler=_config)
 
     add_commands(commands, data_dir)
@@ -253,6 +263,9 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
             report["error"] = "the models do not run on a GPU. " + gpu_install_hint()
             code = EXIT_INPUT
     _emit(report)
+    if "error" in report:
+        # The report holds every fact; the error also goes where people read errors.
+        _fail(report["error"], code)
     return code
 
 
@@ -304,6 +317,9 @@ def _gpus() -> list[str]:
 
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:
+    if args.markdown:
+        sys.stdout.write(settings_reference_markdown())
+        return 0
     for row in describe_settings():
         _emit(row)
     return 0

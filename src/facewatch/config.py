@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -73,6 +74,15 @@ Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+#: Field metadata key: how the settings reference shows a default that depends on the machine
+#: (the home folder, XDG variables), so the page reads the same wherever it is generated.
+SHOWN_DEFAULT = "shown_default"
+
+
+def _shown_default(text: str) -> JsonDict:
+    return {SHOWN_DEFAULT: text}
 
 
 class Section(BaseModel):
@@ -131,10 +141,12 @@ class EngineSettings(Section):
     models_dir: Path = Field(
         default_factory=lambda: Path.home() / ".insightface" / "models",
         description="Where InsightFace-format packs live (<models_dir>/<name>/*.onnx).",
+        json_schema_extra=_shown_default("~/.insightface/models"),
     )
     cache_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "facewatch",
-        description="Where converted models are cached.",
+        description="Where converted models are cached (in its converted/ folder).",
+        json_schema_extra=_shown_default("$XDG_CACHE_HOME/facewatch, else ~/.cache/facewatch"),
     )
     allow_download: bool = Field(True, description="Download a missing InsightFace pack.")
     download_url: str = Field(
@@ -221,7 +233,8 @@ class WatchlistSettings(Section):
     approximate_above: int = Field(
         100_000,
         ge=0,
-        description="Templates above which the FAISS index becomes approximate (IVF).",
+        description="Templates above which the FAISS index becomes approximate "
+        "(approximate_index).",
     )
     approximate_index: Literal["pq", "ivf"] = Field(
         "pq",
@@ -353,7 +366,9 @@ class ServerSettings(Section):
     )
     max_batch_images: int = Field(64, ge=1, le=1024, description="Images per batch request.")
     public_url: str | None = Field(
-        None, description="The URL users reach the server at, for links in alerts."
+        None,
+        description="The URL users reach the server at. Not used yet: alert links "
+        "(snapshot_url) are paths relative to the server.",
     )
     live_fps: float = Field(
         15.0, gt=0, le=60, description="Frames per second sent to a live view at most."
@@ -361,6 +376,14 @@ class ServerSettings(Section):
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="Seconds open requests and WebSockets get to finish at shutdown."
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # From the environment: comma-separated, like the other list settings.
+        if isinstance(value, str):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
 
 
 class AuthSettings(Section):
@@ -393,10 +416,20 @@ class MqttSettings(Section):
         "facewatch", description="Topics: <prefix>/alerts/<stream>/<person id|unknown>."
     )
     qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service of alert messages.")
-    client_id: str | None = Field(None, description="Client id; default facewatch-<host>-<pid>.")
+    client_id: str | None = Field(
+        None, description="Client id; default facewatch-<host>-<pid>-<6 random hex digits>."
+    )
     queue_size: int = Field(
         10000, ge=1, description="Alerts held while the broker is unreachable; oldest dropped."
     )
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_number(cls, value: Any) -> Any:
+        # The environment gives text; a Literal of ints does not take "1".
+        if isinstance(value, str) and value.strip() in ("0", "1", "2"):
+            return int(value)
+        return value
 
 
 class EventSettings(Section):
@@ -425,6 +458,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share") / "facewatch",
         description="Where facewatch keeps its database, index snapshots and snapshots.",
+        json_schema_extra=_shown_default("$XDG_DATA_HOME/facewatch, else ~/.local/share/facewatch"),
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     watchlist: WatchlistSettings = Field(default_factory=WatchlistSettings)
@@ -573,23 +607,16 @@ def _config_error(exc: ValidationError) -> ConfigError:
 
 def describe_settings() -> list[dict[str, Any]]:
     """Every setting with its environment names, default and description (for docs and CLI)."""
-    aliases = {path: name for name, path in {**FOREIGN_ENV_ALIASES, **ENV_ALIASES}.items()}
     rows: list[dict[str, Any]] = []
-    for path, name in sorted(_setting_paths().items()):
-        model: type[BaseModel] = Settings
-        for part in path[:-1]:
-            field_info = model.model_fields[part]
-            section = _section_model(field_info)
-            assert section is not None
-            model = section
-        info = model.model_fields[path[-1]]
+    for path in sorted(_setting_paths()):
+        info = _field_info(path)
         default: Any = info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
             continue
         rows.append(
             {
                 "key": ".".join(path),
-                "env": [n for n in (aliases.get(path), name) if n],
+                "env": _env_names(path),
                 "default": default
                 if isinstance(default, int | float | str | bool | None)
                 else str(default),
@@ -597,3 +624,126 @@ def describe_settings() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _field_info(path: tuple[str, ...]) -> FieldInfo:
+    model: type[BaseModel] = Settings
+    for part in path[:-1]:
+        section = _section_model(model.model_fields[part])
+        assert section is not None
+        model = section
+    return model.model_fields[path[-1]]
+
+
+def _env_names(path: tuple[str, ...]) -> list[str]:
+    """The environment names of a setting: its flat alias first (if any), then the nested one."""
+    aliases = {path: name for name, path in {**FOREIGN_ENV_ALIASES, **ENV_ALIASES}.items()}
+    nested = _setting_paths()[path]
+    return list(dict.fromkeys(n for n in (aliases.get(path), nested) if n))
+
+
+REFERENCE_INTRO = """\
+# Configuration reference
+
+<!-- Generated from the settings model (src/facewatch/config.py); do not edit by hand.
+     Regenerate with: facewatch config --markdown > docs/configuration.md -->
+
+Every setting of facewatch, with the environment variables that set it, its default and what it
+does. `facewatch config` prints the same list as JSON lines, with the defaults of the machine it
+runs on.
+
+## Where settings come from
+
+Highest first:
+
+1. command-line flags: `--pack`, `--detector`, `--recognizer`, `--providers`, `--data-dir`, and
+   `facewatch serve --host/--port`;
+2. environment variables (`FACE_AI_*`, and the `MILVUS_*` names listed below);
+3. the YAML file given with `--config FILE` or `FACE_AI_CONFIG` (see `configs/example.yaml`);
+4. the defaults below.
+
+Each setting is decided on its own: a file can set `engine.batch_size` while the environment
+sets `FACE_AI_ENGINE__NMS_THRESHOLD`, and a variable wins over the same key in the file.
+
+- **YAML**: the key path is the nesting, e.g. `engine.nms_threshold` is `nms_threshold:` under
+  `engine:`; the top-level keys (`log_level`, `debug`, `data_dir`) stand alone.
+- **Environment**: every setting has the nested name `FACE_AI_<SECTION>__<KEY>` (two
+  underscores between section and key); many also have a flat name that existing deployments
+  use (`FACE_AI_MODEL_NAME`, `FACE_AI_DATABASE_URL`, ...). Set one of the two, not both. A
+  `FACE_AI_<SECTION>__<KEY>` variable wins over the `MILVUS_*` name of the same setting.
+- **Values** from the environment are text: booleans are `true`/`false` (also `1`/`0`,
+  `yes`/`no`, `on`/`off`); lists are comma-separated (`FACE_AI_PROVIDERS=cuda,cpu`,
+  `FACE_AI_SERVER__CORS_ORIGINS=https://a.example,https://b.example`); sizes are `WIDTH,HEIGHT`
+  (`640,640`); `FACE_AI_MODEL_SHA256` is one digest, or `name=digest` pairs separated by commas.
+- An unknown `FACE_AI_*` variable, an unknown YAML key or a value out of range stops every
+  command at start-up with a message naming the key.
+"""
+
+
+def settings_reference_markdown() -> str:
+    """The configuration reference page (docs/configuration.md): every setting by section.
+
+    Defaults that depend on the machine (home folder, XDG variables) are shown as the
+    description their field carries under :data:`SHOWN_DEFAULT`, so the page is the same
+    wherever and by whomever it is generated.
+    """
+    lines = [REFERENCE_INTRO]
+    general = [name for name, f in Settings.model_fields.items() if _section_model(f) is None]
+    lines += _reference_section(
+        "General", "Logging and where facewatch keeps its data.", [(name,) for name in general]
+    )
+    for name, field_info in Settings.model_fields.items():
+        section = _section_model(field_info)
+        if section is None:
+            continue
+        summary = (section.__doc__ or "").strip().splitlines()[0]
+        lines += _reference_section(
+            f"`{name}`", summary, [(name, sub) for sub in section.model_fields]
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _reference_section(title: str, summary: str, paths: list[tuple[str, ...]]) -> list[str]:
+    rows = [
+        f"## {title}",
+        "",
+        summary,
+        "",
+        "| Key | Environment | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for path in paths:
+        info = _field_info(path)
+        env = ", ".join(f"`{name}`" for name in _env_names(path))
+        default = _shown(info)
+        rows.append(f"| `{'.'.join(path)}` | {env} | {default} | {_cell(info.description or '')} |")
+    rows.append("")
+    return rows
+
+
+def _shown(info: FieldInfo) -> str:
+    """A default as the reference shows it: the value as one would write it in a variable."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get(SHOWN_DEFAULT), str):
+        return _cell(str(extra[SHOWN_DEFAULT]))
+    value: Any = info.get_default(call_default_factory=True)
+    if isinstance(value, Path):
+        raise ValueError(f"{info.description!r}: a path default needs a shown default")
+    if value is None or value == {} or value == []:
+        return "*(none)*"
+    if value == "":
+        return "*(empty)*"
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list | tuple):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    return f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    """Plain text made safe inside a Markdown table cell."""
+    for char in ("\\", "|", "<", "*"):
+        text = text.replace(char, "\\" + char)
+    return text
