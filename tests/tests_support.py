@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import zlib
+from collections.abc import Callable
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -20,3 +22,12 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b""))
         + chunk(b"IEND", b"")
     )
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    """Wait until ``condition()`` holds (a bounded wait that catches hangs, not a measurement)."""
+    async with asyncio.timeout(timeout_s):
+        while True:  # polls: the state belongs to other threads, no event to wait on
+            if condition():
+                return
+            await asyncio.sleep(0.02)

@@ -350,6 +350,12 @@ class PipelineSettings(Section):
     shutdown_grace_s: float = Field(
         5.0, ge=0.0, description="At shutdown, frames in flight get this long to finish."
     )
+    watchlist_refresh_s: float = Field(
+        5.0,
+        ge=0.0,
+        description="How often to look for watchlist changes made by other processes "
+        "(facewatch enroll, import, forget while the server runs), in seconds; 0: never.",
+    )
 
 
 class ServerSettings(Section):

@@ -22,6 +22,7 @@ from hamilton import enrolled as enrolled  # a fixture
 from hamilton import watch_settings as watch_settings  # a fixture
 
 from facewatch.config import Settings
+from facewatch.images import read_image
 from facewatch.pipeline.alerts import Alert
 from facewatch.pipeline.queues import ClosableQueue
 from facewatch.pipeline.runner import Pipeline
@@ -29,7 +30,8 @@ from facewatch.pipeline.taps import FrameWatch
 from facewatch.pipeline.types import LiveFrame
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.stream.config import StreamConfig
-from facewatch.watchlist.service import Watchlist
+from facewatch.watchlist.service import Photo, Watchlist
+from tests_support import eventually
 
 
 async def run_clip(
@@ -265,3 +267,28 @@ async def test_close_returns_within_the_grace_period_when_embedding_is_stuck(
             await pipeline.close()
     others = asyncio.all_tasks() - {asyncio.current_task()}
     assert not others, f"tasks left behind: {others}"
+
+
+async def test_persons_enrolled_and_forgotten_by_another_process_reach_the_pipeline(
+    watch_settings: Settings, engine: FaceEngine, faces_dir: Path, tmp_path: Path
+) -> None:
+    settings = with_pipeline(
+        watch_settings.model_copy(update={"data_dir": tmp_path}), watchlist_refresh_s=0.1
+    )
+    folder = faces_dir / "identities" / "alex_lacamoire"
+    photos = [Photo(str(p), p.read_bytes()) for p in sorted(folder.iterdir())[:2]]
+    with Watchlist.open(settings, engine) as served:
+        async with Pipeline(settings, engine, served):
+            # The command line is another process with a watchlist of its own on the same store.
+            with Watchlist.open(settings, engine) as elsewhere:
+                enrolled = await asyncio.to_thread(
+                    elsewhere.enroll, {"name": "alex_lacamoire"}, photos, largest=True
+                )
+                await eventually(lambda: len(served.index) == len(enrolled.accepted))
+                faces = engine.embed([read_image(photos[0].source)])[0]
+                largest = faces.largest()
+                found = served.match(faces.embedding[largest : largest + 1])[0]
+                assert found and found[0].person_id == enrolled.person.id
+
+                await asyncio.to_thread(elsewhere.forget, enrolled.person.id)
+                await eventually(lambda: len(served.index) == 0)

@@ -13,6 +13,8 @@ Stages, each one asyncio task under one :class:`asyncio.TaskGroup`, connected by
   track's evidence, searches the watchlist with each changed track's template in one batch, and
   turns decisions into alert events (match / update / ended / unknown) with cooldowns.
 * Alerting names the person, writes the snapshots and publishes to every subscriber.
+* Beside them, one task ends the tracks of streams that stopped sending, and one takes in
+  watchlist changes other processes made (``watchlist_refresh_s``).
 
 A slow stage makes live streams skip frames (their hub queue keeps only the newest), never fall
 behind; a file read without pacing waits instead, so every frame of it is processed.
@@ -231,6 +233,7 @@ class Pipeline:
                 group.create_task(self._embed_stage(), name="facewatch-embed")
                 group.create_task(self._alert_stage(), name="facewatch-alert")
                 group.create_task(self._idle_track_stage(), name="facewatch-idle-tracks")
+                group.create_task(self._watchlist_refresh_stage(), name="facewatch-refresh")
         finally:
             self._closed.set()
 
@@ -408,6 +411,26 @@ class Pipeline:
                         await self._put_embed(TrackEnd(stream_id, track, self._last_pts[stream_id]))
                 except QueueClosed:
                     return
+
+    async def _watchlist_refresh_stage(self) -> None:
+        """Take in the watchlist changes other processes made to the store.
+
+        This process's index follows its own writes at once; a person enrolled or forgotten by
+        another process (the command line while the server runs) would otherwise be matched,
+        or not, only after this process's next write or a restart. One version query a round.
+        """
+        period = self.config.watchlist_refresh_s
+        if period <= 0:
+            return
+        while not self._embed_queue.closed:
+            await asyncio.sleep(period)
+            try:
+                changed = await asyncio.to_thread(self.watchlist.refresh)
+            except FacewatchError as exc:  # the store is away: the next round tries again
+                log.debug("watchlist refresh skipped: %s", exc)
+                continue
+            if changed:
+                log.info("watchlist: %d templates changed by another process taken in", changed)
 
     def _sending(self, stream_id: str) -> bool:
         try:
