@@ -207,6 +207,7 @@ class Pipeline:
         )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopping = asyncio.Event()  # set when close() starts: periodic stages end
         self._closed = asyncio.Event()
         self.started_at = time.monotonic()
         self.busy_s: defaultdict[str, float] = defaultdict(float)
@@ -243,6 +244,7 @@ class Pipeline:
             await self._closed.wait()
             return
         self._closing = True
+        self._stopping.set()
         grace = self.config.shutdown_grace_s
         await self.streams.close(grace_s=grace)
         self.hub.close()
@@ -393,8 +395,8 @@ class Pipeline:
         (no ``ended`` alert) until it sends again or the pipeline closes.
         """
         period = max(0.1, self.config.track_max_age_s)
-        while not self._embed_queue.closed:
-            await asyncio.sleep(period)
+        # At close the detection stage ends every track itself.
+        while await self._pause_unless_stopping(period):
             now = time.monotonic()
             waiting = self.hub.depths()
             for stream_id, tracker in list(self._trackers.items()):
@@ -422,15 +424,24 @@ class Pipeline:
         period = self.config.watchlist_refresh_s
         if period <= 0:
             return
-        while not self._embed_queue.closed:
-            await asyncio.sleep(period)
+        loop = asyncio.get_running_loop()
+        while await self._pause_unless_stopping(period):
             try:
-                changed = await asyncio.to_thread(self.watchlist.refresh)
+                changed = await loop.run_in_executor(self._executor, self.watchlist.refresh)
             except FacewatchError as exc:  # the store is away: the next round tries again
                 log.debug("watchlist refresh skipped: %s", exc)
                 continue
             if changed:
                 log.info("watchlist: %d templates changed by another process taken in", changed)
+
+    async def _pause_unless_stopping(self, seconds: float) -> bool:
+        """Wait ``seconds``; False at once when the pipeline starts closing."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return not self._stopping.is_set()
+        return False
 
     def _sending(self, stream_id: str) -> bool:
         try:

@@ -55,7 +55,10 @@ class StreamConfig(BaseModel):
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP lower transport.")
     open_timeout_s: float = Field(10.0, gt=0, description="Longest wait to open a source, s.")
     read_timeout_s: float = Field(
-        5.0, gt=0, description="No packet for this long on a live source: reconnect, s."
+        5.0,
+        gt=0,
+        description="No video packet for this long on a live source (nothing came, or only "
+        "other data): reconnect, s.",
     )
     reconnect_initial_s: float = Field(
         0.5, gt=0, description="First delay before reconnecting, s (then doubled, jittered)."

@@ -36,8 +36,9 @@ class StreamStatus:
         frames_processed: frames the pipeline reported done.
         dropped: frames dropped, by reason: fps_cap, paused, queue_full (here or in the
             pipeline), and whatever else the pipeline reports. ``decode_error`` counts packets
-            that could not be decoded, which are not in ``frames_decoded``; every other
-            decoded frame is processed, dropped or still on its way.
+            that could not be decoded and frames the decoder had to patch up (damaged data),
+            which are not in ``frames_decoded``; every other decoded frame is processed,
+            dropped or still on its way.
         reconnects: attempts to reopen the source after it failed.
         last_error: the last failure, credentials redacted; None when it never failed.
         last_error_at: when that was, UNIX seconds.

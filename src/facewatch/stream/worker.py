@@ -3,11 +3,13 @@
 The thread owns its source: it opens, reads and closes it. The event loop only sets flags
 (:meth:`Worker.stop`, :meth:`Worker.set_paused`) and interrupts the source. What happens when:
 
-- a live source (RTSP, HTTP, WebRTC) fails to open, stalls, ends or fails: wait a backoff
-  delay and reopen, forever; the state is "reconnecting" meanwhile;
+- a live source (RTSP, HTTP, WebRTC) fails to open, stalls (no video for its read timeout,
+  whatever else it sends), ends or fails: wait a backoff delay and reopen, forever; the state
+  is "reconnecting" meanwhile;
 - a file ends: "ended", or start over when it loops (no backoff: this is not a failure);
 - a file cannot be read at all: "ended" with the error, or retried with backoff when looping;
-- one bad packet or frame: counted as dropped "decode_error" and skipped.
+- one bad packet or damaged frame: counted as dropped "decode_error" and skipped; too many in
+  a row (:data:`MAX_DECODE_ERRORS_IN_A_ROW`) count as a failure of the source.
 """
 
 from __future__ import annotations

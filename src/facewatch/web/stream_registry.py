@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from facewatch.errors import FacewatchError, StreamOpenError
 from facewatch.files import atomic_write
+from facewatch.stream.av_source import VIDEO_CONTAINERS
 from facewatch.stream.config import StreamConfig
 from facewatch.stream.manager import Stream
 from facewatch.stream.urls import file_path, redact_url
@@ -41,25 +42,6 @@ log = logging.getLogger(__name__)
 
 REGISTRY_FILE = "streams.json"
 FORMAT = 1
-#: FFmpeg demuxers a file source may be read with: video containers and raw video streams.
-#: Image, playlist (hls, concat) and text demuxers are never tried.
-VIDEO_CONTAINERS = (
-    "mov,mp4,m4a,3gp,3g2,mj2",
-    "matroska,webm",
-    "avi",
-    "gif",
-    "mpegts",
-    "mpeg",
-    "flv",
-    "asf",
-    "ogg",
-    "h264",
-    "hevc",
-    "m4v",
-    "ivf",
-    "nut",
-    "mxf",
-)
 #: Never read as video, whatever a path resolves to.
 SYSTEM_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 EXTRAS_KEY = "stream_registry"
