@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from facewatch.config import EngineSettings, load_settings
 from facewatch.recognizer.engine import FaceEngine
 
 REPO = Path(__file__).resolve().parents[1]
 FACES_ENV = "FACEWATCH_TEST_FACES"
+
+# Hypothesis keeps caches beside its example database; none of it belongs in the checkout.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "facewatch-hypothesis")
 
 
 def faces_root() -> Path:

@@ -3,6 +3,10 @@
 uvicorn handles the signals: the first SIGINT/SIGTERM stops accepting and lets open requests
 finish within ``server.shutdown_grace_s``, then the app's lifespan closes the pipeline, the event
 writer and the index in order; a second signal forces the exit.
+
+A start-up that fails on purpose (unusable models, a GPU asked for and missing, an unreachable
+store) ends like every other command: ``facewatch: error: <what, where, what to do>`` on stderr
+and exit code 2, with no traceback, before the server ever listens.
 """
 
 from __future__ import annotations
@@ -11,11 +15,10 @@ import argparse
 import logging
 from typing import Any
 
-import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facewatch.config import Settings
-from facewatch.web.app import create_app
-from facewatch.web.server import FacewatchServer
+from facewatch.errors import FacewatchError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,12 @@ def add_serve_command(commands: Any, data_dir: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the web stack takes a second to import, which the other commands never need.
+    import uvicorn
+
+    from facewatch.web.app import create_app
+    from facewatch.web.server import FacewatchServer
+
     changes: dict[str, Any] = {}
     if args.host:
         changes["host"] = args.host
@@ -43,7 +52,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 )
             }
         )
-    app = create_app(settings)
+    app = StartupErrors(create_app(settings))
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -58,7 +67,58 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server_header=False,
     )
     server = FacewatchServer(config)
-    server.run()
-    # uvicorn returns normally after a signal; a failed start-up (port taken, models missing)
-    # leaves `started` unset and has logged why.
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn exits (code 3) when the lifespan start-up fails; ours say why in their error.
+        if app.error is not None:
+            raise app.error from None
+        raise
+    # uvicorn returns normally after a signal; `started` unset means it never served.
     return 0 if server.started else 2
+
+
+class StartupErrors:
+    """ASGI wrapper keeping a :class:`FacewatchError` that fails the lifespan start-up.
+
+    Starlette reports a failed start-up to uvicorn with the whole traceback as the message, and
+    uvicorn logs it. For facewatch's own errors the message already says what is wrong and what
+    to do, so the wrapper reports the start-up failure without text and keeps the error in
+    ``error`` for the command to print. Anything else passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.error: FacewatchError | None = None
+
+    @property
+    def state(self) -> Any:
+        """The wrapped app's state: the server reaches the services through it at shutdown."""
+        return getattr(self.app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_startup_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, hold_startup_failure)
+        except FacewatchError as exc:
+            if not held:
+                raise
+            self.error = exc
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
+        for message in held:
+            await send(message)

@@ -42,6 +42,9 @@ def decode_image(
     with warnings.catch_warnings():
         # Our own limit replaces Pillow's global one (whose warning would be an error in tests).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns about damaged metadata it skips (corrupt EXIF, TIFF tags past the end of
+        # the file); in untrusted bytes that is expected, and the outcome says all that matters.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         try:
             # Only the formats we document: Pillow would otherwise also try EPS (Ghostscript),
             # PSD, ICO and others, each more parser surface for hostile uploads.

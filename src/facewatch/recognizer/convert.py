@@ -11,11 +11,16 @@ inputs and fixes the batch at 1. :func:`convert_model` rewrites such a graph onc
 * the batch dimension of inputs, outputs and activation reshapes becomes symbolic
   (``Reshape`` targets of ``[1, ...]`` become ``[0, ...]``, "copy the batch").
 
-:func:`cached_conversion` keys the result by the source file's SHA-256 so the work is done once.
+:func:`cached_conversion` keys the result by the source file's SHA-256 so the work is done once,
+and keeps the converted file's own SHA-256 beside it (``<file>.sha256``, ``sha256sum`` format):
+a cached file that no longer matches (a damaged disk, an interrupted copy of the cache) is
+converted again rather than failing every start or, worse, loading damaged weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,8 @@ from onnx import numpy_helper
 
 from facewatch.errors import ModelLoadError
 from facewatch.files import atomic_write, sha256_file
+
+log = logging.getLogger(__name__)
 
 #: Bump when the rewrite changes, so stale cached conversions are not reused.
 CONVERSION_VERSION = 1
@@ -123,7 +130,7 @@ def convert_model(model: onnx.ModelProto, *, dynamic_batch: bool = True) -> onnx
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"converted model fails the ONNX checker: {exc}") from exc
+        raise ModelLoadError(f"converted model fails the ONNX checker: {one_line(exc)}") from exc
     return model
 
 
@@ -165,22 +172,81 @@ def make_spatial_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
 def cached_conversion(
     source: Path, cache_dir: Path, *, spatial_dynamic: bool = False, dynamic_batch: bool = True
 ) -> Path:
-    """Return a converted copy of ``source``, converting it only when no cached copy exists.
+    """Return a converted copy of ``source``, converting it only when no intact cached copy exists.
 
     The cache key is the source's SHA-256 plus the conversion options, so a changed source or a
-    changed rewrite never reuses a stale file. The write is atomic (temp file, fsync, rename).
+    changed rewrite never reuses a stale file. The write is atomic (temp file, fsync, rename);
+    a cached copy that fails its checksum is converted again.
+
+    Raises:
+        ModelLoadError: ``source`` is not a readable ONNX model, or the cache cannot be written.
     """
     digest = sha256_file(source)
     flags = f"b{int(dynamic_batch)}s{int(spatial_dynamic)}v{CONVERSION_VERSION}"
     target = cache_dir / f"{source.stem}-{digest[:16]}-{flags}.onnx"
-    if target.exists():
+    if cached_file_is_intact(target):
         return target
     try:
         model = onnx.load(str(source))
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for bad files
-        raise ModelLoadError(f"not a readable ONNX model ({exc})", path=str(source)) from exc
+        raise ModelLoadError(
+            f"not a readable ONNX model ({one_line(exc)}); the file is damaged, truncated or not "
+            "an ONNX model: reinstall or replace it",
+            path=str(source),
+        ) from exc
     convert_model(model, dynamic_batch=dynamic_batch)
     if spatial_dynamic:
         make_spatial_dynamic(model)
-    atomic_write(target, model.SerializeToString())
+    write_cached_file(target, model.SerializeToString())
     return target
+
+
+def checksum_path(path: Path) -> Path:
+    """Where the SHA-256 of a cached file is kept."""
+    return path.with_name(f"{path.name}.sha256")
+
+
+def cached_file_is_intact(path: Path) -> bool:
+    """Whether ``path`` exists and matches the checksum written with it.
+
+    A damaged or unverifiable copy is logged; the caller then writes it again with
+    :func:`write_cached_file`.
+    """
+    if not path.is_file():
+        return False
+    try:
+        recorded = checksum_path(path).read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        log.info("cached model %s has no readable checksum; rebuilding it", path)
+        return False
+    try:
+        actual = sha256_file(path)
+    except OSError:
+        return False
+    if actual != recorded:
+        log.warning("cached model %s is damaged (checksum mismatch); rebuilding it", path)
+        return False
+    return True
+
+
+def write_cached_file(path: Path, data: bytes) -> None:
+    """Write a cached model and then its checksum, each atomically.
+
+    Raises:
+        ModelLoadError: the cache folder cannot be written (read-only, full).
+    """
+    try:
+        atomic_write(path, data)
+        line = f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
+        atomic_write(checksum_path(path), line.encode("ascii"))
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot write the converted model ({exc.strerror or exc}); set FACE_AI_CACHE_DIR "
+            "to a writable folder with free space",
+            path=str(path),
+        ) from exc
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (ONNX and ONNX Runtime messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from facewatch.errors import ModelLoadError
 from facewatch.recognizer.packs import RecognizerSpec
 
 F32 = NDArray[np.float32]
@@ -18,10 +19,18 @@ class Embedder:
         self.spec = spec
         self.session = session
         self.max_batch = max_batch
+        output = session.get_outputs()[0].shape
+        if len(session.get_outputs()) != 1 or len(output) != 2:
+            raise ModelLoadError(
+                f"the recognizer's outputs are {[o.shape for o in session.get_outputs()]}; a "
+                "recognizer has one (N, D) embedding output: choose another model with "
+                "--recognizer / FACE_AI_RECOGNIZER",
+                path=str(spec.path),
+            )
         self.input_name = session.get_inputs()[0].name
         batch_dim = session.get_inputs()[0].shape[0]
         self.batched = not isinstance(batch_dim, int) or batch_dim != 1
-        dim = session.get_outputs()[0].shape[-1]
+        dim = output[-1]
         if not isinstance(dim, int):
             dim = int(self._run(np.zeros((1, 3, *spec.input_size[::-1]), np.float32)).shape[-1])
         self.dim: int = int(dim)

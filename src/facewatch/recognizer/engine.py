@@ -14,20 +14,22 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from facewatch.config import EngineSettings
-from facewatch.errors import NoFaceError
+from facewatch.errors import FacewatchError, ModelLoadError, NoFaceError
 from facewatch.images import validate_array
 from facewatch.pipeline.types import Faces
 from facewatch.recognizer.align import align_faces, frontal, sharpness
+from facewatch.recognizer.convert import one_line
 from facewatch.recognizer.detector import DETECTORS, Detections, Detector, DetectorOptions
 from facewatch.recognizer.embedder import Embedder
 from facewatch.recognizer.packs import ModelPack, resolve_pack
-from facewatch.recognizer.session import open_session
+from facewatch.recognizer.session import check_input, open_session
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,23 @@ class StageTimes:
         with self._lock:
             self._seconds.clear()
             self._calls.clear()
+
+
+@contextmanager
+def first_use(path: Path, role: str) -> Iterator[None]:
+    """Turn any failure of a model's first use (reading its shapes, a first inference) into a
+    :class:`ModelLoadError` naming the file: ONNX Runtime and numpy raise their own types."""
+    try:
+        yield
+    except FacewatchError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"the {role} model loads but cannot run ({one_line(exc)}); the file is damaged or "
+            f"not a {role} of the expected kind: replace it or choose another with --{role} / "
+            f"FACE_AI_{role.upper()}",
+            path=str(path),
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +133,13 @@ class FaceEngine:
             min_face_size=settings.min_face_size,
             max_batch=settings.batch_size,
         )
-        detector = DETECTORS[pack.detector.kind](pack.detector, det_session, options)
-        embedder = Embedder(pack.recognizer, rec_session, settings.embed_batch_size)
+        with first_use(pack.detector.path, "detector"):
+            check_input(det_session, None, role="detector", path=str(pack.detector.path))
+            detector = DETECTORS[pack.detector.kind](pack.detector, det_session, options)
+        with first_use(pack.recognizer.path, "recognizer"):
+            size = pack.recognizer.input_size
+            check_input(rec_session, size, role="recognizer", path=str(pack.recognizer.path))
+            embedder = Embedder(pack.recognizer, rec_session, settings.embed_batch_size)
         engine = cls(pack, detector, embedder, settings)
         if settings.warmup:
             engine.warm_up()
@@ -130,10 +154,17 @@ class FaceEngine:
         return engine
 
     def warm_up(self) -> None:
-        """One inference per model, so the first real frame does not pay for lazy set-up."""
+        """One inference per model, so the first real frame does not pay for lazy set-up.
+
+        Raises:
+            ModelLoadError: a model loads but cannot run (damaged graph, unexpected outputs).
+        """
         width, height = self.settings.detection_size
-        self.detector.detect([np.zeros((height, width, 3), np.uint8)])
-        self.embedder.embed(np.zeros((1, 112, 112, 3), np.uint8))
+        with first_use(self.pack.detector.path, "detector"):
+            self.detector.detect([np.zeros((height, width, 3), np.uint8)])
+        crop_width, crop_height = self.pack.recognizer.input_size
+        with first_use(self.pack.recognizer.path, "recognizer"):
+            self.embedder.embed(np.zeros((1, crop_height, crop_width, 3), np.uint8))
 
     # --- facts ---------------------------------------------------------------------------------
 

