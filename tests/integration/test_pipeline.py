@@ -37,6 +37,9 @@ from tests_support import eventually
 async def run_clip(
     settings: Settings, engine: FaceEngine, clip: Path, **stream: Any
 ) -> tuple[list[Alert], dict[str, Any]]:
+    # Every frame of the file is to be processed: the drain at close may take long on a busy
+    # machine, and the grace period only bounds a hang.
+    settings = with_pipeline(settings, shutdown_grace_s=300)
     with Watchlist.open(settings, engine) as watchlist:
         async with Pipeline(settings, engine, watchlist) as pipeline:
             subscription = pipeline.subscribe(maxsize=100_000)
@@ -292,3 +295,39 @@ async def test_persons_enrolled_and_forgotten_by_another_process_reach_the_pipel
 
                 await asyncio.to_thread(elsewhere.forget, enrolled.person.id)
                 await eventually(lambda: len(served.index) == 0)
+
+
+def failing_first(calls: int, method: Any) -> Any:
+    """``method`` raising a RuntimeError on its first ``calls`` calls, then itself."""
+    failed = [0]
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if failed[0] < calls:
+            failed[0] += 1
+            raise RuntimeError("backend unavailable")
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.slow
+async def test_failing_detection_and_search_batches_are_skipped_not_fatal(
+    watch_settings: Settings,
+    engine: FaceEngine,
+    enrolled: dict[int, str],
+    faces_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(FaceEngine, "detect_aligned", failing_first(3, FaceEngine.detect_aligned))
+    monkeypatch.setattr(Watchlist, "match", failing_first(3, Watchlist.match))
+    alerts, summary = await run_clip(watch_settings, engine, faces_dir / HAMILTON)
+
+    stream = summary["streams"]["hamilton"]
+    lost = stream["dropped"].get("detect_error", 0)
+    assert lost >= 3, stream  # three batches of at least one frame each
+    assert stream["frames_decoded"] == HAMILTON_FRAMES
+    assert stream["frames_processed"] == HAMILTON_FRAMES - lost
+    assert summary["stage_errors"] == {"detect": 3, "embed": 3}, summary
+    # The pipeline went on: later batches were detected, searched and named the performers.
+    matched = {a.person for a in alerts if a.type in ("match", "update")}
+    assert PERFORMERS <= matched, (matched, summary)

@@ -76,6 +76,12 @@ class PipelineMetrics:
             "Matches not raised because of the per-stream, per-person cooldown.",
             registry=r,
         )
+        self.stage_errors = Counter(
+            "facewatch_stage_errors_total",
+            "Batches a pipeline stage could not process (logged and skipped).",
+            ["stage"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "facewatch_queue_depth", "Items waiting in a pipeline queue.", ["queue"], registry=r
         )

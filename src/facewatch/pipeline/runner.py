@@ -60,6 +60,9 @@ from facewatch.watchlist.service import Watchlist
 
 log = logging.getLogger(__name__)
 
+#: A stage that keeps failing logs one line per this many seconds (with the count skipped).
+ERROR_LOG_INTERVAL_S = 10.0
+
 F32 = NDArray[np.float32]
 
 
@@ -208,6 +211,10 @@ class Pipeline:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stopping = asyncio.Event()  # set when close() starts: periodic stages end
+        #: Batches each stage skipped because they failed.
+        self.stage_errors: Tally[str] = Tally()
+        self._error_logged_at: dict[str, float] = {}
+        self._errors_unlogged: Tally[str] = Tally()
         self._closed = asyncio.Event()
         self.started_at = time.monotonic()
         self.busy_s: defaultdict[str, float] = defaultdict(float)
@@ -339,6 +346,11 @@ class Pipeline:
                     break
                 try:
                     found, seconds = await future
+                except Exception as exc:  # one bad batch must not stop every stream
+                    self._stage_failed("detect", exc)
+                    for frame in group:
+                        self._on_dropped(frame, "detect_error")
+                    continue
                 finally:
                     slots.release()
                 self.busy_s["detect"] += seconds
@@ -433,6 +445,26 @@ class Pipeline:
                 continue
             if changed:
                 log.info("watchlist: %d templates changed by another process taken in", changed)
+
+    def _stage_failed(self, stage: str, exc: Exception) -> None:
+        """Count a batch a stage skipped; log the first of a run with its traceback, then one
+        line per :data:`ERROR_LOG_INTERVAL_S` (a store that is away fails every batch)."""
+        self.metrics.stage_errors.labels(stage).inc()
+        self.stage_errors[stage] += 1
+        now = time.monotonic()
+        last = self._error_logged_at.get(stage)
+        if last is not None and now - last < ERROR_LOG_INTERVAL_S:
+            self._errors_unlogged[stage] += 1
+            return
+        skipped, self._errors_unlogged[stage] = self._errors_unlogged[stage], 0
+        self._error_logged_at[stage] = now
+        log.error(
+            "pipeline %s stage: batch skipped (%s)%s",
+            stage,
+            exc,
+            f"; {skipped} more since the last report" if skipped else "",
+            exc_info=last is None,
+        )
 
     async def _pause_unless_stopping(self, seconds: float) -> bool:
         """Wait ``seconds``; False at once when the pipeline starts closing."""
@@ -603,9 +635,14 @@ class Pipeline:
                     break
                 self.metrics.queue_depth.labels("embed").set(len(self._embed_queue))
                 jobs = [item for item in items if isinstance(item, EmbedJob)]
-                changed = await self._embed(loop, jobs) if jobs else []
-                if changed:
-                    await self._search(loop, changed)
+                try:
+                    changed = await self._embed(loop, jobs) if jobs else []
+                    if changed:
+                        await self._search(loop, changed)
+                except QueueClosed:
+                    raise
+                except Exception as exc:  # e.g. the vector store away: later embeddings retry
+                    self._stage_failed("embed", exc)
                 for item in items:
                     if isinstance(item, TrackEnd):
                         await self._end_track(item)
@@ -773,6 +810,7 @@ class Pipeline:
             "alerts_suppressed": self._lifecycle.suppressed,
             "alert_latency": self.metrics.alert_latency_percentiles(),
             "snapshot_errors": self.counts.snapshot_errors,
+            "stage_errors": dict(self.stage_errors),
             "seconds": round(time.monotonic() - self.started_at, 3),
         }
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 StreamState = Literal["starting", "running", "paused", "reconnecting", "ended", "stopped"]
 
 #: Reasons a frame is dropped, as counted in :attr:`StreamStatus.dropped`.
-DROP_REASONS = ("fps_cap", "queue_full", "paused", "decode_error")
+DROP_REASONS = ("fps_cap", "queue_full", "paused", "decode_error", "detect_error")
 
 
 @dataclass(frozen=True, slots=True)
