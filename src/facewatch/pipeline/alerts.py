@@ -188,7 +188,12 @@ class SnapshotWriter:
         face_path = folder / f"{alert_id}-face.jpg"
         frame_path = folder / f"{alert_id}-frame.jpg"
         self._save(self.data_dir / face_path, crop_with_margin(image, bbox))
-        self._save(self.data_dir / frame_path, image)
+        try:
+            self._save(self.data_dir / frame_path, image)
+        except OSError:
+            # The alert goes out without snapshots: keep no face image nobody points to.
+            (self.data_dir / face_path).unlink(missing_ok=True)
+            raise
         return face_path.as_posix(), frame_path.as_posix()
 
     def _save(self, path: Path, image: NDArray[np.uint8]) -> None:
@@ -198,8 +203,12 @@ class SnapshotWriter:
         # Renamed into place so a reader never sees half a JPEG; not fsynced: a snapshot lost in
         # a power cut is not worth two disk flushes per alert.
         partial = path.with_name(f".{path.name}.tmp")
-        partial.write_bytes(encoded.tobytes())
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(encoded.tobytes())
+            os.replace(partial, path)
+        except OSError:
+            partial.unlink(missing_ok=True)  # a full disk: leave no half file behind
+            raise
 
 
 def crop_with_margin(image: NDArray[np.uint8], bbox: list[float]) -> NDArray[np.uint8]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,24 @@ def test_snapshots_stay_inside_the_data_dir(tmp_path: Path, stream: str, folder:
         path = (tmp_path / relative).resolve()
         assert path.is_relative_to(tmp_path.resolve())
         assert path.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("failing", ["face", "frame"])
+def test_a_failed_snapshot_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    real_replace = os.replace
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        if str(target).endswith(f"-{failing}.jpg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    image = np.full((60, 80, 3), 128, np.uint8)
+    with pytest.raises(OSError, match="No space"):
+        SnapshotWriter(tmp_path).write("abc", "cam", 0.0, image, [10, 10, 30, 40])
+    assert [p for p in (tmp_path / "snapshots").rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize(
