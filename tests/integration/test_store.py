@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from facewatch.errors import PersonNotFoundError, StoreError, WatchlistError
 from facewatch.watchlist.models import Base
@@ -61,6 +61,20 @@ def test_opening_twice_does_not_migrate_again(store: Store, database_url: str) -
         assert again.counts() == {"persons": 1, "faces": 1}
     finally:
         again.close()
+
+
+def test_a_store_written_by_a_newer_facewatch_is_refused_clearly(
+    store: Store, database_url: str
+) -> None:
+    store.create_person({"name": "Ada"}, [new_face("a")], PACK)
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="schema 0099.*newer facewatch"):
+        Store(database_url)
 
 
 def test_person_with_faces_round_trips(store: Store) -> None:

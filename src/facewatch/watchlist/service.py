@@ -6,14 +6,24 @@ index is known to match. Whenever the index may have missed something (another p
 the process died between the two steps, a snapshot is old) :meth:`Watchlist.sync` compares
 face ids and fixes the difference from the store. Searches only read the index, never wait for
 writes, and see each write whole or not at all.
+
+Files: enrollment photos are kept content-addressed under ``<data dir>/faces`` before the faces
+that point at them are committed, and a photo no face uses any more is deleted after the commit
+that removed its last face (a crash in between leaves an unused file, which is harmless). The
+index snapshot is written a moment after each change; one that fails (a full disk) is retried
+with backoff, the previous snapshot staying in place. :meth:`Watchlist.storage_status` says how
+these writes are going, without touching the database.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +36,10 @@ from facewatch.errors import (
     EnrollmentRejected,
     ImageError,
     PersonNotFoundError,
+    StoreError,
     WatchlistError,
 )
-from facewatch.files import atomic_write
+from facewatch.files import WriteHealth, atomic_write, is_no_space, remove_stale_temps
 from facewatch.images import decode_image
 from facewatch.pipeline.types import Faces
 from facewatch.recognizer.engine import FaceEngine
@@ -65,7 +76,33 @@ SYNC_CHUNK = 5000
 #: even when each has several templates near the query.
 TEMPLATES_PER_PERSON = 4
 
+#: First and longest wait before writing a snapshot again after a failed write, in seconds.
+SNAPSHOT_RETRY_S = 2.0
+SNAPSHOT_RETRY_MAX_S = 60.0
+#: First and longest wait before checking the store again after a write it cut off, in seconds.
+RESYNC_RETRY_S = 1.0
+RESYNC_RETRY_MAX_S = 30.0
+#: Temp files of atomic writes older than this are left-overs of a killed process (seconds).
+STALE_TEMP_S = 3600.0
+#: Where enrollment photos are kept, under the data directory.
+PHOTO_DIR = "faces"
+
 Progress = Callable[[int, int], None]
+
+
+class PhotoStorageError(StoreError):
+    """An enrollment photo that cannot be kept in the data directory (disk full, read-only).
+
+    ``path`` is relative to the data directory; ``no_space`` tells a full disk (or used-up
+    quota) from other failures.
+    """
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        super().__init__(f"cannot keep the enrollment photo {path}: {reason}")
+        self.path = path
+        self.errno = exc.errno
+        self.no_space = is_no_space(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +192,14 @@ class Watchlist:
         self._apply = threading.RLock()
         self._snapshot_lock = threading.Lock()
         self._snapshot_timer: threading.Timer | None = None
+        self._snapshot_due = 0.0
         self._snapshot_version = -1
+        self._resync_timer: threading.Timer | None = None
+        self._resync_failures = 0
         self._closed = False
+        #: How index snapshot and enrollment photo writes are going (for health reports).
+        self.snapshot_writes = WriteHealth()
+        self.photo_writes = WriteHealth()
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -174,6 +217,7 @@ class Watchlist:
         return watchlist
 
     def _start(self) -> None:
+        self._remove_left_overs()
         if isinstance(self.index, FaissIndex):
             path = snapshot_path(self.data_dir, self.pack_id)
             try:
@@ -204,15 +248,33 @@ class Watchlist:
         if self.loaded_from != "snapshot" or stale:
             self._schedule_snapshot()
 
+    def _remove_left_overs(self) -> None:
+        """Temp files of atomic writes a killed process left (old ones only: see STALE_TEMP_S)."""
+        folders = [self.data_dir / "index"]
+        photos = self.data_dir / PHOTO_DIR
+        if photos.is_dir():
+            folders += [entry for entry in photos.iterdir() if entry.is_dir()]
+        removed = sum(remove_stale_temps(folder, STALE_TEMP_S) for folder in folders)
+        if removed:
+            log.info("%d unfinished temp files of a stopped process removed", removed)
+
     def close(self) -> None:
         """Save the index snapshot if it changed, then release the store and index (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        if self._snapshot_timer is not None:
-            self._snapshot_timer.cancel()
+        for timer in (self._snapshot_timer, self._resync_timer):
+            if timer is not None:
+                timer.cancel()
         try:
             self.save_snapshot()
+            if self.applied_version != self._snapshot_version and not self.snapshot_writes.ok:
+                log.warning(
+                    "index snapshot not saved at close (%s): the next start loads the previous "
+                    "one (version %d) and catches up from the store",
+                    self.snapshot_writes.last_error,
+                    self._snapshot_version,
+                )
         finally:
             closer = getattr(self.index, "close", None)
             if closer is not None:
@@ -299,33 +361,127 @@ class Watchlist:
                 arrays = self.index.dump()
                 count = len(self.index)
             info = SnapshotInfo(version, self.pack_id, self.index.dim, count)
+            path = snapshot_path(self.data_dir, self.pack_id)
             try:
-                save_snapshot(snapshot_path(self.data_dir, self.pack_id), arrays, info)
+                save_snapshot(path, arrays, info)
             except OSError as exc:
-                # The store still holds everything; the next start rebuilds from it.
-                log.error("cannot save the index snapshot: %s", exc)
+                # The previous snapshot is untouched and the store holds everything: the next
+                # start loads the old snapshot and syncs it, and the write is retried meanwhile.
+                first = self.snapshot_writes.ok
+                self.snapshot_writes.failed(exc)
+                log.log(
+                    logging.ERROR if first else logging.DEBUG,
+                    "cannot save the index snapshot %s: %s; the previous one stays (version "
+                    "%d), retrying with backoff",
+                    path,
+                    exc,
+                    self._snapshot_version,
+                )
                 return False
+            if not self.snapshot_writes.ok:
+                log.info("index snapshot saved again after %s", self.snapshot_writes.last_error)
+            self.snapshot_writes.succeeded()
             self._snapshot_version = version
             return True
 
-    def _schedule_snapshot(self) -> None:
+    def _schedule_snapshot(self, delay: float | None = None) -> None:
+        """Save the snapshot ``delay`` seconds from now (default: snapshot_interval_s).
+
+        A pending save due sooner is kept; one due later (a retry's backoff) is replaced, so a
+        change after a failure is saved as promptly as any other.
+        """
         if not isinstance(self.index, FaissIndex) or self._closed:
             return
-        delay = self.settings.watchlist.snapshot_interval_s
+        if delay is None:
+            delay = self.settings.watchlist.snapshot_interval_s
         with self._apply:  # not _snapshot_lock: save_snapshot takes that one, then _apply
-            if self._snapshot_timer is not None and self._snapshot_timer.is_alive():
-                return
+            due = time.monotonic() + delay
+            pending = self._snapshot_timer
+            if pending is not None and pending.is_alive():
+                if self._snapshot_due <= due:
+                    return
+                pending.cancel()
             timer = threading.Timer(delay, self._snapshot_in_background)
             timer.daemon = True
             timer.name = "facewatch-index-snapshot"
             self._snapshot_timer = timer
+            self._snapshot_due = due
             timer.start()
 
     def _snapshot_in_background(self) -> None:
         try:
             self.save_snapshot()
-        except Exception:  # a timer thread has nobody to report to but the log
+        except Exception as exc:  # a timer thread has nobody to report to but the log
+            self.snapshot_writes.failed(exc)
             log.exception("index snapshot failed")
+        with self._apply:
+            if self._snapshot_timer is threading.current_thread():
+                self._snapshot_timer = None
+            behind = self.applied_version != self._snapshot_version
+        if not behind:
+            return
+        # Failed, or the index changed while this save ran: go again.
+        if self.snapshot_writes.ok:
+            self._schedule_snapshot()
+        else:
+            self._schedule_snapshot(self._snapshot_retry_delay())
+
+    def _snapshot_retry_delay(self) -> float:
+        failing_since = self.snapshot_writes.failing_since or time.time()
+        # Doubling with the time spent failing, not the attempts: changes also trigger saves.
+        elapsed = max(0.0, time.time() - failing_since)
+        return min(SNAPSHOT_RETRY_MAX_S, max(SNAPSHOT_RETRY_S, elapsed))
+
+    # --- after a write the store cut off ------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold ``_apply`` around a store write and its index update.
+
+        A write that failed with the store unreachable may still have committed (the
+        connection dropped after the commit was sent); the index would then miss it, so the
+        store is checked again in the background until it answers.
+        """
+        with self._apply:
+            try:
+                yield
+            except PhotoStorageError:
+                raise
+            except StoreError:
+                self._resync_later()
+                raise
+
+    def _resync_later(self) -> None:
+        if self._closed:
+            return
+        with self._apply:
+            if self._resync_timer is not None and self._resync_timer.is_alive():
+                return
+            delay = min(RESYNC_RETRY_MAX_S, RESYNC_RETRY_S * 2 ** min(self._resync_failures, 16))
+            timer = threading.Timer(delay, self._resync)
+            timer.daemon = True
+            timer.name = "facewatch-index-resync"
+            self._resync_timer = timer
+            timer.start()
+
+    def _resync(self) -> None:
+        try:
+            changed = self.refresh()
+        except StoreError as exc:
+            self._resync_failures += 1
+            log.debug("store still unreachable for the index check: %s", exc)
+        except Exception:
+            log.exception("index check after a failed write failed")
+            return
+        else:
+            self._resync_failures = 0
+            if changed:
+                log.warning("a write reported as failed had reached the store; index synced")
+            return
+        with self._apply:
+            if self._resync_timer is threading.current_thread():
+                self._resync_timer = None
+        self._resync_later()
 
     # --- enrollment ---------------------------------------------------------------------------
 
@@ -345,8 +501,8 @@ class Watchlist:
         accepted, rejected = self._screen(photos, largest=largest, person_id=None)
         if not accepted:
             raise EnrollmentRejected([(r.source, r.reason.value, r.detail) for r in rejected])
-        self._keep_photos(photos, accepted)
-        with self._apply:
+        with self._writing():
+            self._keep_photos(photos, accepted)
             person, faces, change = self.store.create_person(details, accepted, self.pack_id)
             self._apply_change(change)
         return Enrollment(person, faces, rejected)
@@ -364,8 +520,8 @@ class Watchlist:
         accepted, rejected = self._screen(photos, largest=largest, person_id=person_id)
         if not accepted:
             raise EnrollmentRejected([(r.source, r.reason.value, r.detail) for r in rejected])
-        self._keep_photos(photos, accepted)
-        with self._apply:
+        with self._writing():
+            self._keep_photos(photos, accepted)
             faces, change = self.store.add_faces(person_id, accepted, self.pack_id)
             self._apply_change(change)
         return Enrollment(self.store.get_person(person_id), faces, rejected)
@@ -420,12 +576,55 @@ class Watchlist:
         return accepted, [rejection for _, rejection in sorted(rejected, key=lambda r: r[0])]
 
     def _keep_photos(self, photos: Sequence[Photo], accepted: Sequence[NewFace]) -> None:
-        """Store the accepted photos (content-addressed) before the faces that point at them."""
+        """Store the accepted photos (content-addressed) before the faces that point at them.
+
+        Called under ``_apply``, as photo deletion is: a photo found here cannot be deleted by
+        this process before the faces using it are committed.
+
+        Raises:
+            PhotoStorageError: a photo could not be written (the enrollment does not happen).
+        """
         by_hash = {p.digest(): p for p in photos}
+        wrote = False
         for face in accepted:
             target = self.data_dir / face.image_path
-            if not target.exists():
+            if target.exists():
+                continue
+            try:
                 atomic_write(target, by_hash[face.image_sha256].data)
+            except OSError as exc:
+                self.photo_writes.failed(exc)
+                log.warning("enrollment refused: photo %s not kept: %s", face.image_path, exc)
+                raise PhotoStorageError(Path(face.image_path), exc) from exc
+            wrote = True
+        if wrote:
+            self.photo_writes.succeeded()
+
+    def _drop_photos(self, paths: Sequence[str]) -> int:
+        """Delete photo files no face uses any more (called under ``_apply``, after the commit).
+
+        Paths come from the store; one that would lead outside the photo folder is left alone.
+        """
+        root = (self.data_dir / PHOTO_DIR).resolve()
+        removed = 0
+        for relative in paths:
+            target = self.data_dir / relative
+            try:
+                folder = target.parent.resolve(strict=True)
+            except (OSError, RuntimeError):
+                continue
+            if not folder.is_relative_to(root):
+                log.warning("photo path %r is outside %s: not deleted", relative, root)
+                continue
+            try:
+                os.unlink(folder / target.name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("unused photo %s not deleted: %s", relative, exc)
+                continue
+            removed += 1
+        return removed
 
     # --- editing ------------------------------------------------------------------------------
 
@@ -433,28 +632,34 @@ class Watchlist:
         return self.store.update_person(person_id, changes)
 
     def remove_face(self, face_id: int) -> int:
-        """Remove one template; returns its person's id."""
-        with self._apply:
+        """Remove one template (and its photo if no other face uses it); returns its person."""
+        with self._writing():
             person_id, change = self.store.remove_face(face_id)
             self._apply_change(change)
+            self._drop_photos(change.unused_photos)
         return person_id
 
     def forget(self, person_id: int) -> int:
-        """Delete a person and all their templates; returns how many templates left the index."""
-        with self._apply:
+        """Delete a person, all their templates and the photos no other face uses.
+
+        Returns how many templates left the index.
+        """
+        with self._writing():
             change = self.store.delete_person(person_id)
             self._apply_change(change)
+            self._drop_photos(change.unused_photos)
         return len(change.removed)
 
     def reset(self, *, confirm: bool) -> int:
         """Delete every person; ``confirm`` must be True. Returns the templates removed."""
         if confirm is not True:
             raise WatchlistError("reset deletes every person: pass confirm=True to do it")
-        with self._apply:
+        with self._writing():
             change = self.store.reset()
             self._apply_change(change)
             if isinstance(self.index, FaissIndex):
                 self.index.clear()
+            self._drop_photos(change.unused_photos)
         log.warning("watchlist reset: %d templates removed", len(change.removed))
         return len(change.removed)
 
@@ -568,7 +773,7 @@ class Watchlist:
                     continue
                 rows.append((face.id, found.embedding[best]))
             if rows:
-                with self._apply:
+                with self._writing():
                     change = self.store.put_embeddings(self.pack_id, rows)
                     self._apply_change(change)
                 done += len(change.added)
@@ -577,6 +782,33 @@ class Watchlist:
         return {"faces": len(pending), "embedded": done, "lost": lost}
 
     # --- status -------------------------------------------------------------------------------
+
+    def storage_status(self) -> dict[str, Any]:
+        """How writes to the data directory are going; reads no database (safe in an outage).
+
+        ``index_snapshot`` (None for backends without one): the snapshot file, its size, the
+        store version it holds, and whether the last save failed, with the error and times.
+        ``photos``: the same for enrollment photos.
+        """
+        snapshot: dict[str, Any] | None = None
+        if isinstance(self.index, FaissIndex):
+            path = snapshot_path(self.data_dir, self.pack_id)
+            try:
+                size: int | None = path.stat().st_size
+            except OSError:
+                size = None
+            snapshot = {
+                "path": str(path),
+                "bytes": size,
+                "version": self._snapshot_version,
+                "behind": self.applied_version != self._snapshot_version,
+                **self.snapshot_writes.as_dict(),
+            }
+        return {
+            "data_dir": str(self.data_dir),
+            "index_snapshot": snapshot,
+            "photos": self.photo_writes.as_dict(),
+        }
 
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()

@@ -4,11 +4,18 @@ Every change is one transaction that first bumps ``watchlist_state.version``: th
 database's write lock at the start (SQLite never has to upgrade a read lock, which deadlocks),
 orders concurrent writers, and tells index snapshots which content they reflect. Callers get
 plain dataclasses back, never ORM objects tied to a session.
+
+A database that cannot be reached (down, restarting, connection killed) is a
+:class:`~facewatch.errors.StoreError`, never a raw driver error; nothing is retried here, since a
+write whose commit was cut off may or may not have landed. Pooled connections are checked before
+use, so the first call after the database is back succeeds. Names of persons, which recognition
+needs on every match, are served from memory while the database cannot be reached.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +31,15 @@ from alembic.script import ScriptDirectory
 from numpy.typing import NDArray
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from facewatch.errors import PersonNotFoundError, StoreError, WatchlistError
@@ -37,6 +52,15 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 CHUNK_ROWS = 20_000
 #: Details a person has besides their faces; ``attributes`` is free-form JSON.
 PERSON_FIELDS = ("name", "age", "gender", "address", "attributes")
+#: Values per ``IN (...)`` list when checking which photo paths faces still use.
+PATH_CHUNK = 500
+#: Errors that mean "the database cannot be reached now" rather than "it refused this".
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +159,16 @@ class Rows:
 
 @dataclass(slots=True)
 class Change:
-    """What one write did, for the index: rows to add, face ids to drop, the new version."""
+    """What one write did, for the index: rows to add, face ids to drop, the new version.
+
+    ``unused_photos`` are the photo paths (relative to the data directory) of removed faces
+    that no face uses any more once the write is committed: their files may go.
+    """
 
     version: int
     added: list[tuple[int, int, NDArray[np.float32]]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+    unused_photos: list[str] = field(default_factory=list)
 
 
 def safe_url(url: str) -> str:
@@ -162,10 +191,21 @@ class Store:
         self.url = url
         try:
             self._engine = _create_engine(url)
-            self.migrate()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {safe_url(url)}: {_reason(exc)}") from exc
+        try:
+            self.migrate()
+        except BaseException as exc:
+            self._engine.dispose()  # no pooled connection outlives a store that failed to open
+            if isinstance(exc, SQLAlchemyError):
+                raise StoreError(
+                    f"cannot open the store at {safe_url(url)}: {_reason(exc)}"
+                ) from exc
+            raise
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        # Names read or written by this process, for recognition while the database is away.
+        self._names: dict[int, str] = {}
+        self._names_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -186,6 +226,12 @@ class Store:
         current, head = self.schema_revision()
         if current == head:
             return
+        if current is not None and not self._known_revision(current):
+            raise StoreError(
+                f"the store {safe_url(self.url)} has schema {current}, which this facewatch "
+                f"(schema {head}) does not know: it was written by a newer facewatch. Run that "
+                "version, or restore the backup taken before the upgrade."
+            )
         log.info("migrating the store %s from %s to %s", safe_url(self.url), current, head)
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -194,6 +240,15 @@ class Store:
         with self._engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    @staticmethod
+    def _known_revision(revision: str) -> bool:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return any(
+            script.revision == revision
+            for script in ScriptDirectory.from_config(config).walk_revisions()
+        )
 
     def schema_revision(self) -> tuple[str | None, str | None]:
         """(the database's migration, the latest migration this code knows)."""
@@ -211,8 +266,13 @@ class Store:
         try:
             with self._sessions() as session:
                 yield session
-        except OperationalError as exc:
-            raise StoreError(f"store unavailable ({safe_url(self.url)}): {_reason(exc)}") from exc
+        except SQLAlchemyError as exc:
+            if _unavailable(exc):
+                raise self._unavailable_error(exc) from exc
+            raise
+
+    def _unavailable_error(self, exc: SQLAlchemyError) -> StoreError:
+        return StoreError(f"store unavailable ({safe_url(self.url)}): {_reason(exc)}")
 
     @contextmanager
     def _write(self) -> Iterator[tuple[Session, Change]]:
@@ -230,8 +290,10 @@ class Store:
                 if version is None:
                     raise StoreError("the watchlist_state row is missing: was the schema migrated?")
                 yield session, Change(int(version))
-        except OperationalError as exc:
-            raise StoreError(f"store unavailable ({safe_url(self.url)}): {_reason(exc)}") from exc
+        except SQLAlchemyError as exc:
+            if _unavailable(exc):
+                raise self._unavailable_error(exc) from exc
+            raise
 
     def version(self) -> int:
         with self._read() as session:
@@ -251,6 +313,7 @@ class Store:
             session.flush()
             records = self._insert_faces(session, change, person.id, faces, pack_id)
             person_record = _person(person, len(records))
+        self._remember_names({person_record.id: person_record.name})
         return person_record, records, change
 
     def add_faces(
@@ -275,6 +338,7 @@ class Store:
             person.updated_at = utcnow()
             session.flush()
             record = _person(person, self._face_count(session, person_id))
+        self._remember_names({record.id: record.name})
         return record
 
     def delete_person(self, person_id: int) -> Change:
@@ -282,14 +346,18 @@ class Store:
             person = session.get(Person, person_id)
             if person is None:
                 raise PersonNotFoundError(person_id)
-            change.removed = list(
-                session.scalars(select(Face.id).where(Face.person_id == person_id))
-            )
+            faces = session.execute(
+                select(Face.id, Face.image_path).where(Face.person_id == person_id)
+            ).all()
+            change.removed = [int(face_id) for face_id, _ in faces]
             # Explicit deletes: the ON DELETE CASCADE is there too, but not every SQLite
             # connection made outside facewatch turns foreign keys on.
             session.execute(delete(Embedding).where(Embedding.face_id.in_(change.removed)))
             session.execute(delete(Face).where(Face.person_id == person_id))
             session.execute(delete(Person).where(Person.id == person_id))
+            change.unused_photos = _unused_photos(session, [path for _, path in faces])
+        with self._names_lock:
+            self._names.pop(person_id, None)
         return change
 
     def remove_face(self, face_id: int) -> tuple[int, Change]:
@@ -298,19 +366,24 @@ class Store:
             face = session.get(Face, face_id)
             if face is None:
                 raise WatchlistError(f"no face {face_id} in the watchlist")
-            person_id = face.person_id
+            person_id, path = face.person_id, face.image_path
             session.execute(delete(Embedding).where(Embedding.face_id == face_id))
             session.execute(delete(Face).where(Face.id == face_id))
             change.removed = [face_id]
+            change.unused_photos = _unused_photos(session, [path])
         return person_id, change
 
     def reset(self) -> Change:
         """Delete every person, face and embedding."""
         with self._write() as (session, change):
-            change.removed = list(session.scalars(select(Face.id)))
+            faces = session.execute(select(Face.id, Face.image_path)).all()
+            change.removed = [int(face_id) for face_id, _ in faces]
             session.execute(delete(Embedding))
             session.execute(delete(Face))
             session.execute(delete(Person))
+            change.unused_photos = _unused_photos(session, [path for _, path in faces])
+        with self._names_lock:
+            self._names.clear()
         return change
 
     def get_person(self, person_id: int) -> PersonRecord:
@@ -326,13 +399,30 @@ class Store:
             return [_person(p, self._face_count(session, p.id)) for p in found]
 
     def names(self, person_ids: Sequence[int]) -> dict[int, str]:
+        """Names by person id (ids of nobody are left out).
+
+        While the database cannot be reached, the names this process last read or wrote are
+        answered instead (ids it never saw are left out), so that recognition, which needs
+        names on every match, goes on through an outage.
+        """
         if not person_ids:
             return {}
-        with self._read() as session:
-            rows = session.execute(
-                select(Person.id, Person.name).where(Person.id.in_(set(person_ids)))
-            )
-            return {int(pid): name for pid, name in rows}
+        wanted = set(person_ids)
+        try:
+            with self._read() as session:
+                rows = session.execute(select(Person.id, Person.name).where(Person.id.in_(wanted)))
+                found = {int(pid): name for pid, name in rows}
+        except StoreError as exc:
+            with self._names_lock:
+                known = {pid: self._names[pid] for pid in wanted if pid in self._names}
+            log.debug("names of %d persons from memory: %s", len(known), exc)
+            return known
+        self._remember_names(found)
+        return found
+
+    def _remember_names(self, names: dict[int, str]) -> None:
+        with self._names_lock:
+            self._names.update(names)
 
     def search_persons(
         self,
@@ -545,6 +635,22 @@ def _create_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _unused_photos(session: Session, paths: Sequence[str]) -> list[str]:
+    """Those of ``paths`` that no face row uses (inside the transaction that removed faces)."""
+    unique = sorted(set(paths))
+    used: set[str] = set()
+    for start in range(0, len(unique), PATH_CHUNK):
+        chunk = unique[start : start + PATH_CHUNK]
+        used.update(session.scalars(select(Face.image_path).where(Face.image_path.in_(chunk))))
+    return [path for path in unique if path not in used]
+
+
+def _unavailable(exc: SQLAlchemyError) -> bool:
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _check_details(details: dict[str, Any], *, creating: bool) -> dict[str, Any]:

@@ -121,7 +121,9 @@ class EventLog:
         data_dir: the data directory (snapshot paths are relative to it).
         batch_size: alerts per write transaction at most.
         retention_interval_s: seconds between two retention runs (the first runs at start).
-        retry_initial_s, retry_max_s: the write retry backoff while the store is down.
+        retry_initial_s, retry_max_s: the write retry backoff while the store is down; a short
+            longest wait (one connection attempt every few seconds costs the store nothing)
+            writes the held alerts soon after the store is back.
         close_timeout_s: how long :meth:`close` waits for pending alerts to be written.
     """
 
@@ -134,7 +136,7 @@ class EventLog:
         batch_size: int = 500,
         retention_interval_s: float = 3600.0,
         retry_initial_s: float = 0.5,
-        retry_max_s: float = 30.0,
+        retry_max_s: float = 5.0,
         close_timeout_s: float = 10.0,
     ) -> None:
         self.store = store

@@ -8,6 +8,14 @@ vector index answers its size, each within :data:`CHECK_TIMEOUT_S`. Checks that 
 database, a Milvus server) run on a daemon thread of their own, one at a time per check: a
 database that hangs makes readiness fail fast and never piles up threads or holds up shutdown.
 
+The detailed report's ``storage`` section says how writes to the data directory are going: free
+space (``low`` below :data:`LOW_DISK_BYTES`, :data:`LOW_DISK_SHARE` of the disk on small ones,
+or the size of the index snapshot, which a new one needs again), the index snapshot and
+enrollment photo writes (the last failure, its error and time, cleared by the next success) and
+alert snapshots not saved. Any such problem, or an event store that cannot be written, makes the
+report's ``status`` ``degraded`` with ``problems`` saying why; ``/health`` says ``degraded`` too.
+None of this reads the database, so it answers during a store outage.
+
 ``/metrics`` is the pipeline's registry (stages, batches, queues, drops, streams, alerts), the
 process's own (CPU, memory, file descriptors, GC) and, once :func:`install_http_metrics` has
 added its middleware, HTTP requests by method, route template and status, with their latency.
@@ -59,6 +67,10 @@ CHECK_TIMEOUT_S = 2.0
 #: Longest wait for a part's own status() in the detailed report, in seconds.
 STATUS_TIMEOUT_S = 2.0
 _PROBES_KEY = "health_probes"
+#: Free space in the data directory below which it is reported low, in bytes ...
+LOW_DISK_BYTES = 100 * 1024 * 1024
+#: ... or below this share of the disk, when that is less (a small dedicated volume).
+LOW_DISK_SHARE = 0.05
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -160,9 +172,13 @@ def _models(services: Services) -> dict[str, Any]:
 
 
 @router.get("/health", response_model=schemas.Health, dependencies=VIEWER)
-async def health() -> Any:
-    """The server answers, and who it is."""
-    return schemas.Health(status="ok", version=facewatch.__version__)
+async def health(services: ServicesDep) -> Any:
+    """The server answers, and who it is; ``degraded`` when data cannot be written (see
+    ``/health/detailed`` for why)."""
+    storage = await asyncio.to_thread(_storage, services)
+    events = await _part_status(services.events)
+    status = "degraded" if _problems(storage, events) else "ok"
+    return schemas.Health(status=status, version=facewatch.__version__)
 
 
 @router.get("/health/live", response_model=schemas.Health)
@@ -205,20 +221,25 @@ async def detailed(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Machine, engine, index, streams, per-stage latency, event writer and MQTT status."""
     probes = _probes(services)
     watchlist = await _check(probes, "watchlist", services.watchlist.status, STATUS_TIMEOUT_S)
+    storage = await asyncio.to_thread(_storage, services)
+    events = await _part_status(services.events)
+    problems = _problems(storage, events)
     return {
-        "status": "ok",
+        "status": "degraded" if problems else "ok",
+        "problems": problems,
         "version": facewatch.__version__,
         "uptime_s": round(time.time() - services.started_at, 1),
         "system": await asyncio.to_thread(_system, services),
         "gpu": _gpu(services),
         "engine": services.engine.describe(),
         "watchlist": watchlist,
+        "storage": storage,
         "streams": [describe(stream) for stream in services.pipeline.streams.list()],
         "pipeline": {
             "stages": stage_latencies(services.pipeline.metrics.registry),
             "alert_latency": services.pipeline.metrics.alert_latency_percentiles(),
         },
-        "events": await _part_status(services.events),
+        "events": events,
         "mqtt": await _part_status(services.mqtt),
         "http": _http_summary(request.app),
     }
@@ -268,6 +289,71 @@ def _system(services: Services) -> dict[str, Any]:
             "percent": round(100 * disk.used / disk.total, 1) if disk.total else None,
         },
     }
+
+
+def _storage(services: Services) -> dict[str, Any]:
+    """Free space in the data directory and how its writes are going (no database reads)."""
+    written = services.watchlist.storage_status()
+    data_dir = services.settings.data_dir.expanduser()
+    total: int | None = None
+    free: int | None = None
+    # Not made yet (nothing written so far): the folder it will be made in tells the space.
+    existing = next((folder for folder in (data_dir, *data_dir.parents) if folder.exists()), None)
+    try:
+        disk = shutil.disk_usage(existing or data_dir)
+        total, free = disk.total, disk.free
+    except OSError:  # reported as a problem: nobody can tell whether writes will fit
+        pass
+    snapshot = written["index_snapshot"]
+    needed = snapshot["bytes"] if snapshot and snapshot["bytes"] else 0
+    threshold = max(min(LOW_DISK_BYTES, int(LOW_DISK_SHARE * (total or 0))), needed)
+    counts = getattr(services.pipeline, "counts", None)
+    return {
+        "path": str(data_dir),
+        "total_bytes": total,
+        "free_bytes": free,
+        "low_below_bytes": threshold,
+        "low": free is not None and free < threshold,
+        "index_snapshot": snapshot,
+        "photos": written["photos"],
+        "alert_snapshots": {"errors": int(getattr(counts, "snapshot_errors", 0))},
+    }
+
+
+def _problems(storage: dict[str, Any], events: Any) -> list[str]:
+    """What keeps data from being written, one line each (empty when all is well)."""
+    problems = []
+    if storage["free_bytes"] is None:
+        problems.append(f"disk: cannot read the free space of {storage['path']}")
+    elif storage["low"]:
+        problems.append(
+            f"disk: {storage['free_bytes']} bytes free in {storage['path']}, below "
+            f"{storage['low_below_bytes']}"
+        )
+    snapshot = storage["index_snapshot"]
+    if snapshot is not None and not snapshot["ok"]:
+        problems.append(
+            f"index snapshot: not saved since {_when(snapshot['failing_since'])} "
+            f"({snapshot['last_error']}); the previous one (version {snapshot['version']}) stays"
+        )
+    photos = storage["photos"]
+    if not photos["ok"]:
+        problems.append(
+            f"enrollment photos: the last could not be kept at {_when(photos['last_failure_at'])} "
+            f"({photos['last_error']})"
+        )
+    if isinstance(events, dict) and events.get("store_ok") is False:
+        problems.append(
+            f"events: not written since {_when(events.get('failing_since'))} "
+            f"({events.get('last_error')}); {events.get('pending')} waiting"
+        )
+    return problems
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "?"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def _gpu(services: Services) -> dict[str, Any]:

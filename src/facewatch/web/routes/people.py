@@ -5,6 +5,12 @@ Enrollment takes photos as multipart ``photos`` files (with the details as form 
 JSON object with base64 ``photos``; refused photos come back with their reasons (the watchlist's
 own, plus ``not_an_image`` for uploads that are not an accepted image format). Store calls run
 in worker threads.
+
+While the database cannot be reached, every call is refused with 503 ``store_unavailable`` and
+nothing is retried on the server: an enrollment cut off by the outage may or may not have been
+committed, so only the client, which can look, should try again. A photo that cannot be kept
+because the data directory is full is 507 ``insufficient_storage`` (503
+``photo_storage_unavailable`` for other disk errors); nobody is enrolled then.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from pydantic import Field
 
 from facewatch.errors import EnrollmentRejected, WatchlistError
 from facewatch.watchlist.enrollment import Reason
-from facewatch.watchlist.service import Enrollment, Photo, Rejection, Watchlist
+from facewatch.watchlist.service import (
+    Enrollment,
+    Photo,
+    PhotoStorageError,
+    Rejection,
+    Watchlist,
+)
 from facewatch.watchlist.store import FaceRecord, PersonRecord
 from facewatch.web import schemas
 from facewatch.web.auth import Role, require
@@ -220,6 +232,29 @@ def _refused_input(exc: WatchlistError) -> ApiError:
     return ApiError(422, "invalid_person", str(exc))
 
 
+async def _enroll(
+    services: Services,
+    person_id: int | None,
+    details: dict[str, Any],
+    usable: list[tuple[int, Photo]],
+    refused: list[tuple[int, Rejection]],
+    largest: bool,
+) -> tuple[Enrollment, list[Rejection]]:
+    """Enroll on a worker thread; a photo the data directory cannot hold is 507 (or 503)."""
+    try:
+        return await asyncio.to_thread(
+            _enroll_in_thread, services.watchlist, person_id, details, usable, refused, largest
+        )
+    except PhotoStorageError as exc:
+        if exc.no_space:
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                f"the data directory is full: {exc}; free space and send it again",
+            ) from None
+        raise ApiError(503, "photo_storage_unavailable", str(exc)) from None
+
+
 # --- people -------------------------------------------------------------------------------------
 
 
@@ -267,9 +302,7 @@ async def enroll(request: Request, services: ServicesDep) -> Any:
     details.setdefault("attributes", {})
     usable, refused = _prescreen(upload.take("photos"), services.engine.settings.max_image_pixels)
     try:
-        result, rejected = await asyncio.to_thread(
-            _enroll_in_thread, services.watchlist, None, details, usable, refused, new.largest
-        )
+        result, rejected = await _enroll(services, None, details, usable, refused, new.largest)
     except WatchlistError as exc:
         if type(exc) is WatchlistError:
             raise _refused_input(exc) from None
@@ -310,7 +343,7 @@ async def update_person(person_id: PersonId, request: Request, services: Service
     "/api/people/{person_id}", response_model=schemas.PersonDeleted, dependencies=OPERATOR
 )
 async def delete_person(person_id: PersonId, services: ServicesDep) -> Any:
-    """Forget a person and every template of theirs (the photos stay in the data folder)."""
+    """Forget a person and every template of theirs, and the photos no other person uses."""
 
     def forget() -> tuple[PersonRecord, int]:
         person = services.watchlist.store.get_person(person_id)
@@ -349,9 +382,7 @@ async def add_faces(person_id: PersonId, request: Request, services: ServicesDep
     if not isinstance(largest, bool):
         raise ApiError(422, "invalid_request", "largest: expected true or false")
     usable, refused = _prescreen(upload.take("photos"), services.engine.settings.max_image_pixels)
-    result, rejected = await asyncio.to_thread(
-        _enroll_in_thread, services.watchlist, person_id, {}, usable, refused, largest
-    )
+    result, rejected = await _enroll(services, person_id, {}, usable, refused, largest)
     return _enrollment(result, rejected)
 
 
@@ -370,7 +401,8 @@ def _face_of(watchlist: Watchlist, face_id: int) -> FaceRecord:
     dependencies=OPERATOR,
 )
 async def remove_face(person_id: PersonId, face_id: FaceId, services: ServicesDep) -> Any:
-    """Remove one template of a person (404 when the face is not theirs)."""
+    """Remove one template of a person (404 when the face is not theirs), and its photo when
+    no other face uses it."""
 
     def remove() -> PersonRecord:
         watchlist = services.watchlist
