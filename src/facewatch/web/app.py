@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 import facewatch
 from facewatch.config import Settings
 from facewatch.web.errors import install_error_handlers
+from facewatch.web.openapi import install_error_descriptions
 from facewatch.web.routes import (
     alerts_ws,
     auth,
@@ -31,6 +32,7 @@ from facewatch.web.routes import (
     streams,
 )
 from facewatch.web.routes.health import install_http_metrics
+from facewatch.web.security_headers import SecurityHeaders
 from facewatch.web.services import Services
 from facewatch.web.stream_registry import restore_streams
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
+    install_error_descriptions(app)
     install_http_metrics(app)
     if settings.server.cors_origins:
         app.add_middleware(
@@ -87,6 +90,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeaders, without_policy=[path for path in docs if path])
     for module in (health, auth, faces, people, streams, events, alerts_ws, live, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

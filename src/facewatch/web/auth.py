@@ -9,15 +9,25 @@ except :data:`PUBLIC_ROUTES`::
 
 No, unknown, revoked or expired credentials answer 401 (with ``WWW-Authenticate: Bearer``); a
 role below the one asked for answers 403.
+
+The session cookie is ambient: a browser sends it with whatever a page of another site makes it
+send. SameSite=Strict keeps it from other *sites*, but not from other origins of the same site
+(``other.example.com``, another port). So a request authenticated by the cookie must come from
+this server's own pages when it can change something: a WebSocket handshake, or an HTTP method
+other than GET, HEAD and OPTIONS, whose ``Origin`` is another origin (or ``null``) is refused
+(403; WebSockets close with 1008). The origin is this server's own (the ``Host`` it was asked
+for) or one of ``server.cors_origins``. Requests without an ``Origin`` (programs, not browsers)
+and bearer credentials, which no page holds without being given them, are not concerned.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request, Security
 from fastapi.exceptions import HTTPException
@@ -30,7 +40,11 @@ from starlette.websockets import WebSocket
 if TYPE_CHECKING:
     from facewatch.web.accounts import Accounts
 
+log = logging.getLogger(__name__)
+
 SESSION_COOKIE = "facewatch_session"
+#: Methods that change nothing: the cookie is accepted with them from any origin.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: Path templates (and the ``/static`` mount) that answer without credentials.
 PUBLIC_ROUTES: frozenset[str] = frozenset(
@@ -153,6 +167,8 @@ async def _principal_of_request(
     secret = bearer.credentials if bearer is not None else session
     if not secret:
         raise _unauthenticated("authentication required: log in, or send Authorization: Bearer")
+    if bearer is None and not _cookie_allowed(request):
+        raise HTTPException(403, _CROSS_ORIGIN)
     principal = await _resolve(request, secret)
     if principal is None:
         raise _unauthenticated("the credentials are invalid, revoked or expired: log in again")
@@ -167,6 +183,62 @@ def _unauthenticated(message: str) -> HTTPException:
 async def _resolve(connection: HTTPConnection, secret: str) -> Principal | None:
     accounts: Accounts = connection.app.state.services.accounts
     return await run_in_threadpool(accounts.resolve, secret)
+
+
+_CROSS_ORIGIN = (
+    "cross-origin request refused: the session cookie is accepted only from this server's own "
+    "pages; send Authorization: Bearer with an API key instead"
+)
+
+
+def same_origin(connection: HTTPConnection) -> bool:
+    """Whether the request's ``Origin`` is this server's (or one the settings allow).
+
+    True without an ``Origin`` header: browsers always send one where it matters (WebSocket
+    handshakes, cross-origin requests and methods that change something), programs do not.
+    """
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return True
+    settings = getattr(connection.app.state, "settings", None)
+    if settings is not None and origin in settings.server.cors_origins:
+        return True
+    parts = urlsplit(origin)
+    host = connection.headers.get("host", "")
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    return _without_default_port(parts.netloc) == _without_default_port(host)
+
+
+def _without_default_port(netloc: str) -> str:
+    # Browsers leave the default port out; a proxy or a client may write it in the Host header.
+    netloc = netloc.lower()
+    for port in (":80", ":443"):
+        netloc = netloc.removesuffix(port)
+    return netloc
+
+
+def _only_cookie(connection: HTTPConnection) -> bool:
+    """Whether the session cookie is the only credential presented (so it is the one used)."""
+    return len(presented_secrets(connection)) == 1 and bool(connection.cookies.get(SESSION_COOKIE))
+
+
+def _cookie_allowed(connection: HTTPConnection) -> bool:
+    """Whether a request may act with the session cookie (see the module docstring)."""
+    method = connection.scope.get("method", "GET")
+    if connection.scope["type"] == "http" and method in SAFE_METHODS:
+        return True
+    if same_origin(connection):
+        return True
+    log.warning(
+        "refused %s %s authenticated by the session cookie from Origin %s (this server is %s); "
+        "behind a proxy, pass the Host header on or list the origin in server.cors_origins",
+        "WebSocket" if connection.scope["type"] == "websocket" else method,
+        connection.url.path,
+        connection.headers.get("origin", "")[:100],
+        connection.headers.get("host", "?")[:100],
+    )
+    return False
 
 
 def presented_secrets(connection: HTTPConnection) -> list[str]:
@@ -189,13 +261,15 @@ async def authenticate_websocket(websocket: WebSocket, minimum: Role) -> Princip
     """The principal of a WebSocket handshake, or None when it must be refused (close 1008).
 
     The first credential found decides (bearer header, ``?token=``, session cookie): a bad
-    one is not rescued by another.
+    one is not rescued by another. The cookie is refused from a page of another origin.
 
     Raises:
         StoreError: the accounts' database cannot be reached.
     """
     secrets = presented_secrets(websocket)
     if not secrets:
+        return None
+    if _only_cookie(websocket) and not _cookie_allowed(websocket):
         return None
     principal = await _resolve(websocket, secrets[0])
     if principal is None or principal.role < minimum:
@@ -210,6 +284,8 @@ async def optional_principal(request: Request) -> Principal | None:
         return cached
     secrets = presented_secrets(request)
     if not secrets:
+        return None
+    if _only_cookie(request) and not _cookie_allowed(request):
         return None
     principal = await _resolve(request, secrets[0])
     if principal is not None:

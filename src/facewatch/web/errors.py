@@ -1,6 +1,7 @@
 """Errors as HTTP responses: one JSON shape, the right status code, never a traceback.
 
-Every error body is ``{"error": {"code": "...", "message": "...", ...details}}``.
+Every error body is ``{"error": {"code": "...", "message": "...", ...details}}``
+(:class:`ErrorOut` in the API description).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facewatch.errors import (
@@ -43,6 +45,44 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a short code for programs, a message for people, maybe details."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str = Field(min_length=1, examples=["invalid_request"])
+    message: str = Field(min_length=1)
+
+
+class ErrorOut(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+#: What each error status means, as the API description says it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "The request is malformed.",
+    401: "No valid credentials (missing, unknown, revoked or expired).",
+    403: "The role is too low, or a cross-site request with the session cookie.",
+    404: "What the path names does not exist.",
+    409: "Conflicts with the current state.",
+    413: "The body, an image or the number of images is above its limit.",
+    415: "The body's content type is not accepted.",
+    422: "Invalid input: error.message says which part and why.",
+    429: "Too many: failed logins (see Retry-After), or viewers of one stream.",
+    503: "The store (or another part the request needs) is unavailable; try again.",
+    504: "A negotiation with the client's peer took too long.",
+    507: "The data directory is full.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status answered with :class:`ErrorOut`."""
+    return {
+        status: {"model": ErrorOut, "description": ERROR_STATUSES[status]} for status in statuses
+    }
 
 
 def _status_of(exc: FacewatchError) -> tuple[int, str, dict[str, Any]]:
@@ -89,6 +129,15 @@ async def _facewatch_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI reading a JSON body that is not UTF-8: malformed JSON, as everywhere else (and
+        # like any other body problem, nobody's business but the route's callers).
+        refused = await caller_refused(request)
+        if refused is not None:
+            return refused
+        return JSONResponse(
+            error_body("invalid_json", "the request body is not UTF-8 text"), status_code=422
+        )
     code = {
         401: "unauthenticated",
         403: "forbidden",
@@ -104,23 +153,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _minimum_role(dependant: Any) -> Any:
+def minimum_role(dependant: Any) -> Any:
     """The role a route's ``require(...)`` dependency asks for, None for a public route."""
     for sub in getattr(dependant, "dependencies", ()):
-        role = getattr(sub.call, "minimum_role", None) or _minimum_role(sub)
+        role = getattr(sub.call, "minimum_role", None) or minimum_role(sub)
         if role is not None:
             return role
     return None
 
 
-async def _caller_refused(request: Request) -> JSONResponse | None:
-    """401/403 for a request whose body failed validation before its credentials were checked.
+async def caller_refused(request: Request) -> JSONResponse | None:
+    """401/403 for a request whose body was refused before its credentials were checked.
 
-    FastAPI parses a JSON body before it runs dependencies, so without this a stranger sending
-    malformed JSON would learn about the route's body instead of being refused.
+    FastAPI reads and parses a JSON body before it runs dependencies, so without this a stranger
+    sending malformed, non-UTF-8 or oversized JSON would learn about the route's body instead of
+    being refused.
     """
     route = request.scope.get("route")
-    minimum = _minimum_role(getattr(route, "dependant", None))
+    minimum = minimum_role(getattr(route, "dependant", None))
     if minimum is None:
         return None
     from facewatch.web.auth import optional_principal
@@ -142,7 +192,7 @@ async def _caller_refused(request: Request) -> JSONResponse | None:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    refused = await _caller_refused(request)
+    refused = await caller_refused(request)
     if refused is not None:
         return refused
     problems = [

@@ -73,7 +73,8 @@ class EventFilters:
 
         Raises:
             InvalidEventQuery: an unknown type, a person id that is not a whole number, an
-                empty or overlong stream id, or more than :data:`MAX_FILTER_VALUES` values.
+                empty or overlong stream id, more than :data:`MAX_FILTER_VALUES` values, or a
+                value that is no text, number or list of them.
         """
         streams = _values("stream", stream)
         for stream_id in streams:
@@ -114,6 +115,11 @@ class EventFilters:
 def _values(parameter: str, given: str | int | Iterable[str | int] | None) -> set[str]:
     if given is None:
         return set()
+    # Clients send JSON: a float, a bool or an object is none of the shapes a filter takes.
+    if isinstance(given, bool | Mapping) or not isinstance(given, Iterable | int):
+        raise InvalidEventQuery(
+            parameter, f"expected text, a number or a list of them, got {type(given).__name__}"
+        )
     items: Iterable[str | int] = (
         given.split(",")
         if isinstance(given, str)

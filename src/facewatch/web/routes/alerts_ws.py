@@ -84,7 +84,7 @@ def answer(text: str) -> Reply:
     """The reply to one text message from a client (no I/O)."""
     try:
         request = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return Reply(error_message("malformed_message", "messages are JSON objects"))
     if not isinstance(request, dict):
         return Reply(error_message("malformed_message", "messages are JSON objects"))

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from pathlib import Path as FilePath
+from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -32,18 +32,22 @@ from facewatch.web.accounts import (
     UserRecord,
 )
 from facewatch.web.auth import SESSION_COOKIE, CredentialKind, Principal, Role, require
-from facewatch.web.errors import ApiError, error_body
+from facewatch.web.body_limit import limited_body_route
+from facewatch.web.errors import ApiError, error_body, error_responses
 from facewatch.web.ratelimit import LoginThrottle
 from facewatch.web.services import get_services
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+STATIC = FilePath(__file__).resolve().parents[1] / "static"
 #: Responses that carry a secret must not be kept by a cache.
 NO_STORE = {"Cache-Control": "no-store"}
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-router = APIRouter()
+#: Account bodies are a few short strings; a body above this is refused before it is read whole.
+BODY_LIMIT = 64 * 1024
+
+router = APIRouter(route_class=limited_body_route(BODY_LIMIT))
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -147,27 +151,11 @@ class PasswordChanged(BaseModel):
     revoked: int = Field(description="Other sessions and tokens of the user that were ended.")
 
 
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    code: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        401: "No valid credentials.",
-        403: "The role is too low.",
-        404: "Not found.",
-        409: "Conflicts with the current state.",
-        422: "Invalid input.",
-        429: "Too many failed logins; see Retry-After.",
-    }
-    return {status: {"model": ErrorOut, "description": text[status]} for status in statuses}
-
+#: Ids are 64-bit integers in every store: a larger number is refused (422) before the store is
+#: asked about it (SQLite cannot even take it).
+MAX_ID = 2**63 - 1
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The API key's id.")]
 
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
@@ -265,7 +253,12 @@ async def _log_in(accounts: Accounts, user: UserRecord, response: Response) -> L
 # --- setup and login ----------------------------------------------------------------------------
 
 
-@router.get("/api/setup/status", tags=["auth"], summary="Is the first admin still to be created")
+@router.get(
+    "/api/setup/status",
+    tags=["auth"],
+    summary="Is the first admin still to be created",
+    responses=error_responses(503),
+)
 async def setup_status(accounts: AccountsDep) -> SetupStatus:
     return SetupStatus(needed=not await _call(accounts.has_users))
 
@@ -276,7 +269,7 @@ async def setup_status(accounts: AccountsDep) -> SetupStatus:
     status_code=201,
     summary="Create the first admin and log them in",
     description="Only while no user exists (409 afterwards). Sets the session cookie.",
-    responses=_errors(409, 422),
+    responses=error_responses(409, 503),
 )
 async def setup(body: SetupRequest, response: Response, accounts: AccountsDep) -> LoginOut:
     user = await _call(accounts.create_first_admin, body.username, body.password)
@@ -292,7 +285,7 @@ async def setup(body: SetupRequest, response: Response, accounts: AccountsDep) -
         "Sets the session cookie (HttpOnly, SameSite=Strict) for the browser and returns a "
         "bearer token for programs. Failed logins are limited per user name and per address."
     ),
-    responses=_errors(401, 422, 429),
+    responses=error_responses(401, 429, 503),
 )
 async def login(
     body: LoginRequest, request: Request, response: Response, accounts: AccountsDep
@@ -310,7 +303,6 @@ async def login(
     tags=["auth"],
     status_code=204,
     summary="End the presented credential and clear the session cookie",
-    responses=_errors(401),
 )
 async def logout(request: Request, principal: Viewer, accounts: AccountsDep) -> Response:
     await _call(accounts.revoke, principal.credential_id)
@@ -331,7 +323,7 @@ async def logout(request: Request, principal: Viewer, accounts: AccountsDep) -> 
 # --- the caller's own account -------------------------------------------------------------------
 
 
-@router.get("/api/auth/me", tags=["auth"], summary="The caller", responses=_errors(401))
+@router.get("/api/auth/me", tags=["auth"], summary="The caller")
 async def me(principal: Viewer, accounts: AccountsDep) -> MeOut:
     user = await _call(accounts.get_user, principal.user_id)
     credential = await _call(accounts.get_credential, principal.credential_id)
@@ -344,7 +336,7 @@ async def me(principal: Viewer, accounts: AccountsDep) -> MeOut:
     summary="Change the caller's password",
     description="Ends the caller's other sessions and tokens; API keys stay.",
     response_model=PasswordChanged,
-    responses=_errors(401, 422, 429),
+    responses=error_responses(429),
 )
 async def change_password(
     body: PasswordChange, request: Request, principal: Viewer, accounts: AccountsDep
@@ -364,9 +356,7 @@ async def change_password(
     return PasswordChanged(revoked=revoked)
 
 
-@router.get(
-    "/api/auth/keys", tags=["auth"], summary="The caller's API keys", responses=_errors(401)
-)
+@router.get("/api/auth/keys", tags=["auth"], summary="The caller's API keys")
 async def list_keys(principal: Viewer, accounts: AccountsDep) -> list[CredentialOut]:
     keys = await _call(accounts.list_credentials, principal.user_id, kind=CredentialKind.api_key)
     return [CredentialOut.of(key) for key in keys]
@@ -377,7 +367,6 @@ async def list_keys(principal: Viewer, accounts: AccountsDep) -> list[Credential
     tags=["auth"],
     status_code=201,
     summary="Create an API key (its secret is shown once)",
-    responses=_errors(401, 422),
 )
 async def create_key(
     body: NewKey, response: Response, principal: Viewer, accounts: AccountsDep
@@ -394,9 +383,8 @@ async def create_key(
     tags=["auth"],
     status_code=204,
     summary="Revoke one of the caller's API keys",
-    responses=_errors(401, 404),
 )
-async def revoke_key(key_id: int, principal: Viewer, accounts: AccountsDep) -> Response:
+async def revoke_key(key_id: KeyId, principal: Viewer, accounts: AccountsDep) -> Response:
     await _call(accounts.revoke, key_id, user_id=principal.user_id, kind=CredentialKind.api_key)
     return Response(status_code=204)
 
@@ -404,7 +392,7 @@ async def revoke_key(key_id: int, principal: Viewer, accounts: AccountsDep) -> R
 # --- users (admins) -----------------------------------------------------------------------------
 
 
-@router.get("/api/users", tags=["users"], summary="Every user", responses=_errors(401, 403))
+@router.get("/api/users", tags=["users"], summary="Every user")
 async def list_users(principal: Admin, accounts: AccountsDep) -> list[UserOut]:
     return [UserOut.of(user) for user in await _call(accounts.list_users)]
 
@@ -414,7 +402,7 @@ async def list_users(principal: Admin, accounts: AccountsDep) -> list[UserOut]:
     tags=["users"],
     status_code=201,
     summary="Create a user",
-    responses=_errors(401, 403, 409, 422),
+    responses=error_responses(409),
 )
 async def create_user(body: NewUser, principal: Admin, accounts: AccountsDep) -> UserOut:
     user = await _call(accounts.create_user, body.username, body.password, body.role)
@@ -426,10 +414,10 @@ async def create_user(body: NewUser, principal: Admin, accounts: AccountsDep) ->
     tags=["users"],
     summary="Change a user's role, disable or enable them, or set their password",
     description="The last enabled admin can be neither disabled nor demoted (409).",
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=error_responses(409),
 )
 async def update_user(
-    user_id: int, body: UserPatch, principal: Admin, accounts: AccountsDep
+    user_id: UserId, body: UserPatch, principal: Admin, accounts: AccountsDep
 ) -> UserOut:
     user = await _call(
         accounts.update_user,
@@ -447,9 +435,9 @@ async def update_user(
     status_code=204,
     summary="Delete a user and end all their credentials",
     description="The last enabled admin cannot be deleted (409).",
-    responses=_errors(401, 403, 404, 409),
+    responses=error_responses(409),
 )
-async def delete_user(user_id: int, principal: Admin, accounts: AccountsDep) -> Response:
+async def delete_user(user_id: UserId, principal: Admin, accounts: AccountsDep) -> Response:
     await _call(accounts.delete_user, user_id)
     return Response(status_code=204)
 

@@ -17,17 +17,21 @@ from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatch.web.auth import Principal, Role, authenticate_websocket, require
+from facewatch.web.body_limit import limited_body_route
+from facewatch.web.errors import error_responses
 from facewatch.web.live_view import LiveViews
 from facewatch.web.publish import WebcamPublisher
 from facewatch.web.services import Services, get_services
 
-router = APIRouter(tags=["live"])
+#: Longest SDP accepted; a browser's offer with audio and video is a few kilobytes.
+MAX_SDP_CHARS = 64 * 1024
+#: An offer is its SDP and a few keys; JSON escaping can double an SDP's line ends.
+BODY_LIMIT = 4 * MAX_SDP_CHARS
+
+router = APIRouter(tags=["live"], route_class=limited_body_route(BODY_LIMIT))
 ServicesDep = Annotated[Services, Depends(get_services)]
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]
 Operator = Annotated[Principal, Depends(require(Role.operator))]
-
-#: Longest SDP accepted; a browser's offer with audio and video is a few kilobytes.
-MAX_SDP_CHARS = 64 * 1024
 
 
 class Offer(BaseModel):
@@ -59,7 +63,11 @@ class PublishAnswer(Answer):
     stream: PublishedStream
 
 
-@router.post("/api/streams/{stream_id}/webrtc", response_model=Answer)
+@router.post(
+    "/api/streams/{stream_id}/webrtc",
+    response_model=Answer,
+    responses=error_responses(429, 504),
+)
 async def watch_stream(
     stream_id: str,
     offer: Offer,
@@ -85,7 +93,12 @@ async def live_metadata(websocket: WebSocket, stream_id: str, services: Services
     await LiveViews.of(services).stream_metadata(websocket, stream_id)
 
 
-@router.post("/api/publish", response_model=PublishAnswer, status_code=201)
+@router.post(
+    "/api/publish",
+    response_model=PublishAnswer,
+    status_code=201,
+    responses=error_responses(409, 504),
+)
 async def publish_webcam(
     offer: PublishOffer,
     principal: Operator,

@@ -19,10 +19,17 @@ from facewatch.stream.manager import Stream
 from facewatch.stream.urls import redact_url
 from facewatch.web import schemas
 from facewatch.web.auth import Role, require
-from facewatch.web.errors import ApiError
+from facewatch.web.errors import ApiError, error_responses
 from facewatch.web.services import Services, get_services
 from facewatch.web.stream_registry import persisted, registry_of, save_streams, vet_file_source
-from facewatch.web.uploads import json_body_doc, read_json, read_model, validate_body
+from facewatch.web.uploads import (
+    is_json,
+    json_body_doc,
+    media_type,
+    read_json,
+    read_model,
+    validate_body,
+)
 
 router = APIRouter(tags=["streams"])
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -84,6 +91,7 @@ async def list_streams(services: ServicesDep) -> Any:
     response_model=schemas.Stream,
     dependencies=OPERATOR,
     openapi_extra=json_body_doc(schemas.StreamCreate),
+    responses=error_responses(409),
 )
 async def add_stream(request: Request, services: ServicesDep) -> Any:
     """Add a stream and start it (unless ``enabled`` is false); 409 when the id is taken."""
@@ -116,6 +124,13 @@ async def get_stream(stream_id: StreamId, services: ServicesDep) -> Any:
 async def update_stream(stream_id: StreamId, request: Request, services: ServicesDep) -> Any:
     """Change a stream's settings: it restarts with them, keeping its id and counters."""
     stream = _stream(services, stream_id)
+    kind = media_type(request)
+    if not is_json(kind):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"content type {kind or 'none'!r} is not accepted: send application/json",
+        )
     changes = await read_json(request, SETTINGS_LIMIT)
     if "id" in changes:
         raise ApiError(422, "invalid_request", "a stream's id cannot change", field="id")
