@@ -199,6 +199,20 @@ def test_a_full_data_directory_fails_writes_cleanly_and_recovers(
         candidates = {c["person_id"] for f in found.json()["faces"] for c in f["candidates"]}
         assert {twin_id, performer["person"]["id"]} <= candidates
 
+        # A stream that could not be saved to streams.json is not added (it would vanish at a
+        # restart); the streams saved before are untouched.
+        streams_file = small_disk / "streams.json"
+        saved_streams = streams_file.read_bytes() if streams_file.exists() else None
+        added = operator.post(
+            "/api/streams", json={"id": "door", "url": str(faces_dir / CLIP), "loop": True}
+        )
+        assert added.status_code == 507, added.text
+        assert added.json()["error"]["code"] == "streams_not_saved"
+        assert "No space left on device" in added.json()["error"]["message"]
+        assert operator.get("/api/streams/door").status_code == 404
+        assert (streams_file.read_bytes() if streams_file.exists() else None) == saved_streams
+        assert not [p for p in small_disk.iterdir() if p.name.startswith(".streams.json")]
+
         # Alerts go on without their snapshot images.
         alert = wait_for_alert(server, faces_dir, performer["person"]["id"])
         assert alert.snapshot is None and alert.frame_snapshot is None
@@ -229,6 +243,11 @@ def test_a_full_data_directory_fails_writes_cleanly_and_recovers(
         assert cleared["index_snapshot"]["ok"] is True and cleared["photos"]["ok"] is True
         assert cleared["index_snapshot"]["failures"] >= 1  # the history stays
         assert viewer.get("/health").json()["status"] == "ok"
+        added = operator.post(
+            "/api/streams", json={"id": "door", "url": str(faces_dir / CLIP), "enabled": False}
+        )
+        assert added.status_code == 201, added.text
+        assert "door" in streams_file.read_text()
         restored = FaissIndex(watchlist.index.dim, use_gpu=False)
         info = load_snapshot(snapshot, restored, pack_id=watchlist.pack_id)
         assert info.version > good_version and len(restored) == len(watchlist.index)

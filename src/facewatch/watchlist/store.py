@@ -267,7 +267,7 @@ class Store:
             with self._sessions() as session:
                 yield session
         except SQLAlchemyError as exc:
-            if _unavailable(exc):
+            if is_unavailable(exc):
                 raise self._unavailable_error(exc) from exc
             raise
 
@@ -291,7 +291,7 @@ class Store:
                     raise StoreError("the watchlist_state row is missing: was the schema migrated?")
                 yield session, Change(int(version))
         except SQLAlchemyError as exc:
-            if _unavailable(exc):
+            if is_unavailable(exc):
                 raise self._unavailable_error(exc) from exc
             raise
 
@@ -647,7 +647,8 @@ def _unused_photos(session: Session, paths: Sequence[str]) -> list[str]:
     return [path for path in unique if path not in used]
 
 
-def _unavailable(exc: SQLAlchemyError) -> bool:
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (retry later), not a bad query."""
     if isinstance(exc, UNAVAILABLE):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

@@ -39,13 +39,13 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from facewatch.config import AuthSettings
 from facewatch.errors import FacewatchError, StoreError
 from facewatch.watchlist.models import Credential, User, WatchlistState, utcnow
-from facewatch.watchlist.store import Store, safe_url
+from facewatch.watchlist.store import Store, is_unavailable, safe_url
 from facewatch.web.auth import CredentialKind, Principal, Role
 
 log = logging.getLogger(__name__)
@@ -708,8 +708,10 @@ class Accounts:
         try:
             with self._sessions() as session:
                 yield session
-        except OperationalError as exc:
-            reason = str(exc.orig or exc).strip().splitlines()[0]
+        except SQLAlchemyError as exc:
+            if not is_unavailable(exc):
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise StoreError(f"store unavailable ({safe_url(self.store.url)}): {reason}") from exc
 
 

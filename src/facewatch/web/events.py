@@ -33,20 +33,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, delete, insert, or_, select
 from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    InterfaceError,
-    OperationalError,
     SQLAlchemyError,
 )
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from facewatch.config import EventSettings
 from facewatch.errors import StoreError
 from facewatch.pipeline.alerts import Alert, AlertBus
 from facewatch.stream.backoff import backoff_delay
 from facewatch.watchlist.models import Event
-from facewatch.watchlist.store import Store, safe_url
+from facewatch.watchlist.store import Store, is_unavailable, safe_url
 from facewatch.web.event_filters import (
     MAX_PAGE,
     SNAPSHOT_DIR,
@@ -71,13 +66,6 @@ _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 PURGE_CHUNK = 1000
 #: Paths per ``IN`` list when checking which snapshot files events still use.
 _PATH_CHUNK = 500
-#: Errors that mean "the store cannot be reached now": retry later, the alerts are fine.
-_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
-    PoolTimeoutError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +374,7 @@ class EventLog:
                 if new:
                     connection.execute(insert(Event), new)
         except Exception as exc:
-            if _unavailable(exc):
+            if is_unavailable(exc):
                 raise self._unavailable_error(exc) from exc
             raise
         self._counters.written += len(alerts)
@@ -498,7 +486,7 @@ class EventLog:
             with self._engine.connect() as connection:
                 return run(connection)
         except SQLAlchemyError as exc:
-            if _unavailable(exc):
+            if is_unavailable(exc):
                 raise self._unavailable_error(exc) from exc
             raise
 
@@ -507,7 +495,7 @@ class EventLog:
             with self._engine.begin() as connection:
                 return run(connection)
         except SQLAlchemyError as exc:
-            if _unavailable(exc):
+            if is_unavailable(exc):
                 raise self._unavailable_error(exc) from exc
             raise
 
@@ -684,12 +672,6 @@ def _event_row(alert: Alert) -> dict[str, Any]:
         "frame_snapshot": alert.frame_snapshot,
         "data": data,
     }
-
-
-def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, _UNAVAILABLE):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _reason(exc: BaseException) -> str:

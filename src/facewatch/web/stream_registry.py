@@ -29,11 +29,12 @@ import av.error
 from pydantic import ValidationError
 
 from facewatch.errors import FacewatchError, StreamOpenError
-from facewatch.files import atomic_write
+from facewatch.files import atomic_write, is_no_space
 from facewatch.stream.av_source import VIDEO_CONTAINERS
 from facewatch.stream.config import StreamConfig
 from facewatch.stream.manager import Stream
 from facewatch.stream.urls import file_path, redact_url
+from facewatch.web.errors import ApiError
 
 if TYPE_CHECKING:
     from facewatch.web.services import Services
@@ -161,8 +162,24 @@ def registry_of(services: Services) -> StreamRegistry:
 
 
 async def save_streams(services: Services) -> None:
-    """Persist the pipeline's streams now (after every change through the API)."""
-    await registry_of(services).save(services.pipeline.streams.list())
+    """Persist the pipeline's streams now (after every change through the API).
+
+    Raises:
+        ApiError: 507 (data directory full) or 503 (another write error): the change is in
+            effect but would be lost at a restart; the message says so.
+    """
+    try:
+        await registry_of(services).save(services.pipeline.streams.list())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        log.error("cannot save %s: %s", REGISTRY_FILE, reason)
+        raise ApiError(
+            507 if is_no_space(exc) else 503,
+            "streams_not_saved",
+            f"the change is in effect, but {REGISTRY_FILE} could not be written ({reason}): "
+            "it would be lost at a restart. Free space in the data directory and repeat it.",
+            reason=reason,
+        ) from None
 
 
 async def restore_streams(services: Services) -> list[str]:

@@ -36,7 +36,7 @@ from facewatch.watchlist.service import (
 from facewatch.watchlist.store import FaceRecord, PersonRecord
 from facewatch.web import schemas
 from facewatch.web.auth import Role, require
-from facewatch.web.errors import ApiError
+from facewatch.web.errors import ApiError, error_responses
 from facewatch.web.services import Services, get_services
 from facewatch.web.uploads import (
     Upload,
@@ -291,6 +291,7 @@ async def list_people(
     response_model=schemas.Enrollment,
     dependencies=OPERATOR,
     openapi_extra=ENROLL_DOC,
+    responses=error_responses(503, 507),
 )
 async def enroll(request: Request, services: ServicesDep) -> Any:
     """Enroll a new person from their photos: 201 when at least one photo was accepted, 422
@@ -369,6 +370,7 @@ async def list_faces(person_id: PersonId, services: ServicesDep) -> Any:
     response_model=schemas.Enrollment,
     dependencies=OPERATOR,
     openapi_extra=PHOTOS_DOC,
+    responses=error_responses(503, 507),
 )
 async def add_faces(person_id: PersonId, request: Request, services: ServicesDep) -> Any:
     """More photos of a person; refused ones come back with reasons (422 when all are)."""

@@ -21,7 +21,13 @@ from facewatch.web import schemas
 from facewatch.web.auth import Role, require
 from facewatch.web.errors import ApiError, error_responses
 from facewatch.web.services import Services, get_services
-from facewatch.web.stream_registry import persisted, registry_of, save_streams, vet_file_source
+from facewatch.web.stream_registry import (
+    REGISTRY_FILE,
+    persisted,
+    registry_of,
+    save_streams,
+    vet_file_source,
+)
 from facewatch.web.uploads import (
     is_json,
     json_body_doc,
@@ -91,7 +97,7 @@ async def list_streams(services: ServicesDep) -> Any:
     response_model=schemas.Stream,
     dependencies=OPERATOR,
     openapi_extra=json_body_doc(schemas.StreamCreate),
-    responses=error_responses(409),
+    responses=error_responses(409, 503, 507),
 )
 async def add_stream(request: Request, services: ServicesDep) -> Any:
     """Add a stream and start it (unless ``enabled`` is false); 409 when the id is taken."""
@@ -105,7 +111,19 @@ async def add_stream(request: Request, services: ServicesDep) -> Any:
             raise ApiError(409, "stream_exists", str(exc)) from None
         raise ApiError(422, "invalid_stream_id", str(exc), field="id") from None
     registry_of(services).forget(stream.id)  # a stream of that id that could not be restored
-    await save_streams(services)
+    try:
+        await save_streams(services)
+    except ApiError as exc:
+        # A new stream that would vanish at the next restart is not added at all.
+        await services.pipeline.remove_stream(stream.id)
+        reason = exc.details.get("reason", exc.message)
+        raise ApiError(
+            exc.status,
+            exc.code,
+            f"stream not added: {REGISTRY_FILE} could not be written ({reason}); free space "
+            "in the data directory and add it again.",
+            reason=reason,
+        ) from None
     return describe(stream)
 
 
@@ -120,6 +138,7 @@ async def get_stream(stream_id: StreamId, services: ServicesDep) -> Any:
     response_model=schemas.Stream,
     dependencies=OPERATOR,
     openapi_extra=PATCH_DOC,
+    responses=error_responses(503, 507),
 )
 async def update_stream(stream_id: StreamId, request: Request, services: ServicesDep) -> Any:
     """Change a stream's settings: it restarts with them, keeping its id and counters."""
@@ -153,7 +172,12 @@ async def update_stream(stream_id: StreamId, request: Request, services: Service
     return describe(_stream(services, stream_id))
 
 
-@router.post("/api/streams/{stream_id}/pause", response_model=schemas.Stream, dependencies=OPERATOR)
+@router.post(
+    "/api/streams/{stream_id}/pause",
+    response_model=schemas.Stream,
+    dependencies=OPERATOR,
+    responses=error_responses(503, 507),
+)
 async def pause_stream(stream_id: StreamId, services: ServicesDep) -> Any:
     """Stop handing the stream's frames to the pipeline (a live source stays connected)."""
     _stream(services, stream_id)
@@ -163,7 +187,10 @@ async def pause_stream(stream_id: StreamId, services: ServicesDep) -> Any:
 
 
 @router.post(
-    "/api/streams/{stream_id}/resume", response_model=schemas.Stream, dependencies=OPERATOR
+    "/api/streams/{stream_id}/resume",
+    response_model=schemas.Stream,
+    dependencies=OPERATOR,
+    responses=error_responses(503, 507),
 )
 async def resume_stream(stream_id: StreamId, services: ServicesDep) -> Any:
     """Hand the stream's frames over again (starting it if it never was)."""
@@ -174,7 +201,10 @@ async def resume_stream(stream_id: StreamId, services: ServicesDep) -> Any:
 
 
 @router.delete(
-    "/api/streams/{stream_id}", response_model=schemas.StreamDeleted, dependencies=OPERATOR
+    "/api/streams/{stream_id}",
+    response_model=schemas.StreamDeleted,
+    dependencies=OPERATOR,
+    responses=error_responses(503, 507),
 )
 async def delete_stream(stream_id: StreamId, services: ServicesDep) -> Any:
     """Stop a stream and forget it (also one saved that could not be restored)."""
