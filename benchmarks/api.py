@@ -6,11 +6,11 @@ Usage::
     python benchmarks/api.py [--quick] [--faces-dir DIR] [--clients N,...] [--requests N]
                              [--baseline-requests N] [--pairs N] [--threads N] [--providers P]
 
-A real server (``create_app`` under uvicorn, the lifespan opening every part, an SQLite store
-in a temporary data folder) runs in a child process on 127.0.0.1, port 0, so that the clients'
-Python does not share a GIL with it. The benchmark creates an operator's API key there, enrolls
-a few identities through ``POST /api/people`` (their first two photos each, the largest face)
-and drives two endpoints:
+A real server (``bench_server.py``: ``create_app`` under uvicorn as ``facewatch serve`` runs
+it, the lifespan opening every part, an SQLite store in a temporary data folder) runs in a
+child process on 127.0.0.1, port 0, so that the clients' Python does not share a GIL with it.
+The benchmark gets an operator's API key there, enrolls a few identities through
+``POST /api/people`` (their first two photos each, the largest face) and drives two endpoints:
 
 * ``POST /api/faces/verify``: multipart ``file_a`` and ``file_b``, cycling through pairs of
   the enrolled identities' photos (same person, different persons);
@@ -56,12 +56,9 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -72,9 +69,9 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
-import psutil
 
 from bench_host import FACES_ENV, faces_root, host, load_average, progress
+from bench_server import ChildServer, start_server
 
 CLIENTS = (100, 200)
 QUICK_CLIENTS = (2, 4)
@@ -90,10 +87,7 @@ ENDPOINTS = ("verify", "query")
 IDENTITIES = ("barack_obama", "joe_biden", "kit_harington", "rose_leslie", "angelina_jolie")
 QUICK_IDENTITIES = ("barack_obama", "kit_harington")
 GROUP = "groups/fr_two_people.jpg"
-SERVER_START_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
-SERVER_USER = "benchmark"
-SERVER_PASSWORD = "benchmark password, long enough"
 
 
 def settings_for(data_dir: Path, providers: str, threads: int) -> Any:
@@ -106,90 +100,9 @@ def settings_for(data_dir: Path, providers: str, threads: int) -> Any:
     )
 
 
-# --- the server, in a child process -------------------------------------------------------------
-
-
-def serve_child(data_dir: Path, providers: str, threads: int) -> int:
-    """Child process: run the server, then print ``{"port", "token"}`` once it listens."""
-    import uvicorn
-
-    from facewatch.web.app import create_app
-    from facewatch.web.auth import Role
-
-    settings = settings_for(data_dir, providers, threads)
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    )
-
-    async def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.05)
-        accounts = app.state.services.accounts
-        user = await asyncio.to_thread(
-            accounts.create_user, SERVER_USER, SERVER_PASSWORD, Role.operator
-        )
-        token = await asyncio.to_thread(accounts.issue, user.id, "api_key", name="benchmark")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(json.dumps({"port": port, "token": token}), flush=True)
-
-    async def main() -> None:
-        announcing = asyncio.create_task(announce())
-        await server.serve()
-        announcing.cancel()
-
-    asyncio.run(main())
-    return 0 if server.started else 1
-
-
-@dataclass
-class ChildServer:
-    process: subprocess.Popen[str]
-    url: str
-    token: str
-
-    @property
-    def cpu_s(self) -> float:
-        times = psutil.Process(self.process.pid).cpu_times()
-        return float(times.user + times.system)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-
-def start_server(data_dir: Path, args: argparse.Namespace) -> ChildServer:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child-server",
-        str(data_dir),
-        "--providers",
-        args.providers,
-        "--threads",
-        str(args.threads),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    stdout = process.stdout
-    assert stdout is not None
-    line: list[str] = []
-    # The child's first line announces it; a thread bounds the wait for it.
-    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(SERVER_START_S)
-    if not line or not line[0].strip():
-        process.kill()
-        process.wait(timeout=30)
-        raise SystemExit(1)
-    announced = json.loads(line[0])
-    return ChildServer(process, f"http://127.0.0.1:{announced['port']}", announced["token"])
+def server_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The server's settings beyond ``bench_server``'s: the same engine as the baseline's."""
+    return {"engine": {"providers": args.providers, "thread_pool_size": args.threads}}
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -421,10 +334,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--providers", default="cpu", help="engine.providers, e.g. cpu or auto (default cpu)"
     )
-    parser.add_argument("--child-server", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child_server is not None:
-        return args
     try:
         chosen = args.clients.split(",") if args.clients else None
         args.clients = sorted(
@@ -456,7 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="facewatch-api-bench-") as tmp:
         work = Path(tmp)
         progress("starting the server")
-        server = start_server(work / "server", args)
+        server = start_server(work / "server", server_changes(args))
         try:
             enrolled = enroll_over_http(server, root, identities)
             progress(f"enrolled {len(enrolled)} identities over HTTP; loading the baseline")
@@ -557,8 +467,6 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     args = parse_args(argv)
-    if args.child_server is not None:
-        return serve_child(args.child_server, args.providers, args.threads)
     print(json.dumps(run(args), indent=2))
     return 0
 
