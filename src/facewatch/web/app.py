@@ -104,7 +104,9 @@ def first_run_hint(settings: Settings, has_users: bool) -> str | None:
         return None
     host = settings.server.host
     shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    # Port 0 is picked at start, after this is logged: name the page, not a wrong address.
+    where = f"http://{shown}:{settings.server.port}/setup" if settings.server.port else "/setup"
     return (
-        f"no account exists yet: open http://{shown}:{settings.server.port}/setup to create the "
-        "first (admin) account, or run `facewatch user add NAME --role admin`"
+        f"no account exists yet: open {where} to create the first (admin) account, or run "
+        "`facewatch user add NAME --role admin`"
     )
