@@ -328,6 +328,7 @@ async def test_failing_detection_and_search_batches_are_skipped_not_fatal(
     assert stream["frames_decoded"] == HAMILTON_FRAMES
     assert stream["frames_processed"] == HAMILTON_FRAMES - lost
     assert summary["stage_errors"] == {"detect": 3, "embed": 3}, summary
-    # The pipeline went on: later batches were detected, searched and named the performers.
+    # The pipeline went on: later batches were detected, searched and named a performer (a
+    # track whose only search was among the failed ones may stay unnamed: not asserted).
     matched = {a.person for a in alerts if a.type in ("match", "update")}
-    assert PERFORMERS <= matched, (matched, summary)
+    assert matched & PERFORMERS and matched <= PERFORMERS | ALSO_IN_CLIP, (matched, summary)
