@@ -63,7 +63,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         access_log=settings.debug,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or None,
-        proxy_headers=False,
+        # Forwarded headers only from the proxies named: from anyone else they would let a
+        # client choose the address its failed logins are counted against.
+        proxy_headers=bool(settings.server.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.server.trusted_proxies) or None,
         server_header=False,
     )
     server = FacewatchServer(config)

@@ -12,6 +12,7 @@ stops start-up with a :class:`~facewatch.errors.ConfigError` naming the key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -383,12 +384,32 @@ class ServerSettings(Section):
         5.0, ge=0, description="Seconds open requests and WebSockets get to finish at shutdown."
     )
 
-    @field_validator("cors_origins", mode="before")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (IP addresses or networks such as 10.0.0.0/8) whose "
+        "X-Forwarded-For and X-Forwarded-Proto headers are believed: behind them, the client "
+        "address (login throttling, logs) is the one they forward. None by default: the "
+        "headers are ignored, so a client cannot pick its own address.",
+    )
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         # From the environment: comma-separated, like the other list settings.
         if isinstance(value, str):
             return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)"
+                ) from None
         return value
 
 

@@ -60,3 +60,57 @@ def test_serve_guides_the_first_user_to_setup_and_stops_on_sigterm(
     assert process.returncode in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr
     assert f"http://localhost:{port}/setup" in stderr
+
+
+def failed_logins(port: int, forwarded_for: list[str]) -> list[int]:
+    """One failed login per forwarded address, each for a user name of its own."""
+    statuses = []
+    for n, address in enumerate(forwarded_for):
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/auth/login",
+            json={"username": f"guess-{n}", "password": "wrong password"},
+            headers={"X-Forwarded-For": address},
+        )
+        statuses.append(response.status_code)
+    return statuses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forwarded_client_addresses_count_only_from_trusted_proxies(
+    tmp_path: Path, model_cache: Path, trusted: bool
+) -> None:
+    """Behind a proxy, one client's failed logins must not lock out the others; without a
+    trusted proxy, a client must not escape the limit by sending its own X-Forwarded-For."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= {
+        "FACE_AI_CACHE_DIR": str(model_cache),
+        "FACE_AI_PROVIDERS": "cpu",
+        "FACE_AI_AUTH__LOGIN_ATTEMPTS": "2",
+    }
+    if trusted:
+        env["FACE_AI_SERVER__TRUSTED_PROXIES"] = "127.0.0.1"
+    command = [sys.executable, "-m", "facewatch", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--data-dir", str(tmp_path / "data")], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, "the server stopped"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.2)
+        statuses = failed_logins(port, ["203.0.113.7"] * 3 + ["203.0.113.8"])
+    finally:
+        process.terminate()
+        process.wait(60)
+    if trusted:  # the third from .7 is refused; .8 is another client, still heard
+        assert statuses == [401, 401, 429, 401]
+    else:  # every request comes from 127.0.0.1, whatever the header says
+        assert statuses == [401, 401, 429, 429]
