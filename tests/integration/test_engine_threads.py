@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facewatch.config import EngineSettings
 from facewatch.images import read_image
 from facewatch.recognizer.engine import FaceEngine
 
@@ -48,3 +49,17 @@ def test_frames_of_odd_sizes(engine: FaceEngine) -> None:
     assert all(
         f.embedding is not None and f.embedding.shape == (0, engine.embedding_dim) for f in results
     )
+
+
+def test_an_engine_without_the_memory_arena_gives_the_same_answers(
+    faces_dir: Path, engine: FaceEngine, engine_settings: EngineSettings
+) -> None:
+    lean = FaceEngine.load(engine_settings.model_copy(update={"cpu_memory_arena": False}))
+    for session in (lean.detector.session, lean.embedder.session):
+        assert session.get_session_options().enable_cpu_mem_arena is False
+    for session in (engine.detector.session, engine.embedder.session):
+        assert session.get_session_options().enable_cpu_mem_arena is True
+    frames = [read_image(faces_dir / p) for p in IMAGES]
+    for ours, theirs in zip(lean.embed(frames), engine.embed(frames), strict=True):
+        np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=1e-3)
+        np.testing.assert_allclose(ours.embedding, theirs.embedding, atol=1e-4)

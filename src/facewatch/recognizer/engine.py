@@ -123,6 +123,7 @@ class FaceEngine:
                 settings.providers,
                 allow_cpu_fallback=settings.allow_cpu_fallback,
                 intra_op_threads=settings.thread_pool_size,
+                cpu_memory_arena=settings.cpu_memory_arena,
             )
             for path in (pack.detector.path, pack.recognizer.path)
         )

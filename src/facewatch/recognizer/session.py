@@ -87,6 +87,7 @@ def open_session(
     *,
     allow_cpu_fallback: bool = False,
     intra_op_threads: int = 0,
+    cpu_memory_arena: bool = True,
 ) -> ort.InferenceSession:
     """Open ``path`` on the requested providers and check the ones it really uses.
 
@@ -121,6 +122,8 @@ def open_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+    # The arena never gives memory back: it stays sized for the largest batch seen.
+    options.enable_cpu_mem_arena = cpu_memory_arena
     provider_options: list[tuple[str, dict[str, Any]]] = [(p, {}) for p in providers]
     try:
         session = ort.InferenceSession(
