@@ -46,6 +46,7 @@ from facewatch.watchlist.snapshot import (
     snapshot_path,
 )
 from facewatch.watchlist.store import Store
+from tests_support import assert_index_rows_match_store
 
 #: Photos per person folder of the import (the first ones by name): 52 persons, 120 photos.
 PHOTOS_PER_PERSON = 3
@@ -173,14 +174,8 @@ def snapshot_version(path: Path) -> int:
 
 def assert_index_agrees_with_store(watchlist: Watchlist) -> None:
     """Same rows (face id, person id, vector) in the index as embeddings in the store."""
+    assert_index_rows_match_store(watchlist)
     store, index = watchlist.store, watchlist.index
-    assert isinstance(index, FaissIndex)
-    expected = store.embeddings(watchlist.pack_id, index.dim)
-    face_ids, person_ids, vectors = index.vectors()
-    order = np.argsort(face_ids)
-    assert face_ids[order].tolist() == expected.face_ids.tolist()
-    assert person_ids[order].tolist() == expected.person_ids.tolist()
-    np.testing.assert_allclose(vectors[order], expected.vectors, atol=1e-6)
     assert sorted(index.face_ids().tolist()) == sorted(
         store.embedded_face_ids(watchlist.pack_id).tolist()
     )

@@ -25,7 +25,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from facewatch.pipeline.alerts import Alert
 from facewatch.stream.config import StreamConfig
 from facewatch.watchlist.index import FaissIndex
 from facewatch.watchlist.snapshot import load_snapshot, snapshot_path
+from tests_support import wait_for
 
 TMPFS_SIZE = "16m"
 CLIP = "videos/fr_short_hamilton_clip.mp4"
@@ -44,16 +45,6 @@ PERFORMER = "alex_lacamoire"
 NEWCOMER = "identities/rose_leslie/1.jpg"
 #: Bound on every wait below; far above what each needs, only there so a hang fails the test.
 WAIT_S = 180.0
-
-
-def eventually(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -155,7 +146,7 @@ def test_a_full_data_directory_fails_writes_cleanly_and_recovers(
         )
         assert enrolled.status_code == 201, enrolled.text
         performer = enrolled.json()
-        eventually(
+        wait_for(
             lambda: watchlist.storage_status()["index_snapshot"]["behind"] is False,
             "the snapshot is written",
         )
@@ -183,7 +174,7 @@ def test_a_full_data_directory_fails_writes_cleanly_and_recovers(
         )
         assert twin.status_code == 201, twin.text
         twin_id = twin.json()["person"]["id"]
-        report = eventually(
+        report = wait_for(
             lambda: (r := detailed(viewer))["storage"]["index_snapshot"]["ok"] is False and r,
             "the failed snapshot write is reported",
         )
@@ -238,7 +229,7 @@ def test_a_full_data_directory_fails_writes_cleanly_and_recovers(
             "/api/people", data={"name": "newcomer"}, files=photo_files(faces_dir, NEWCOMER)
         )
         assert again.status_code == 201, again.text
-        eventually(lambda: detailed(viewer)["status"] == "ok", "health clears once space is back")
+        wait_for(lambda: detailed(viewer)["status"] == "ok", "health clears once space is back")
         cleared = detailed(viewer)["storage"]
         assert cleared["index_snapshot"]["ok"] is True and cleared["photos"]["ok"] is True
         assert cleared["index_snapshot"]["failures"] >= 1  # the history stays

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,12 @@ from sqlalchemy import insert, update
 
 from facewatch.config import ENV_PREFIX, AuthSettings, Settings, load_settings
 from facewatch.recognizer.engine import FaceEngine
-from facewatch.watchlist.index import FaissIndex
 from facewatch.watchlist.models import Embedding, Face, Person, WatchlistState
 from facewatch.watchlist.service import Watchlist
 from facewatch.watchlist.store import Store
 from facewatch.web.accounts import Accounts
 from facewatch.web.auth import Role
+from tests_support import assert_index_rows_match_store, wait_for
 
 SEED_ENV = "FACEWATCH_KILL_SEED"
 CLIP = "videos/fr_short_hamilton_clip.mp4"
@@ -62,16 +62,6 @@ SYNTHETIC_FACES_EACH = 1000
 WAIT_S = 180.0
 #: Longest wait for a snapshot write to be under way once the kill is due.
 SNAPSHOT_WAIT_S = 30.0
-
-
-def eventually(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -115,7 +105,7 @@ class ServerProcess:
             except httpx.TransportError:
                 return False
 
-        eventually(ready, "the server is ready")
+        wait_for(ready, "the server is ready")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -297,14 +287,8 @@ def kill_during_a_snapshot_write(server: ServerProcess) -> bool:
 
 
 def assert_index_agrees_with_store(watchlist: Watchlist) -> None:
+    assert_index_rows_match_store(watchlist)
     store, index = watchlist.store, watchlist.index
-    assert isinstance(index, FaissIndex)
-    expected = store.embeddings(watchlist.pack_id, index.dim)
-    face_ids, person_ids, vectors = index.vectors()
-    order = np.argsort(face_ids)
-    assert face_ids[order].tolist() == expected.face_ids.tolist()
-    assert person_ids[order].tolist() == expected.person_ids.tolist()
-    np.testing.assert_allclose(vectors[order], expected.vectors, atol=1e-6)
     assert len(index) == store.counts()["faces"]
     assert watchlist.applied_version == store.version()
 
@@ -351,7 +335,7 @@ def test_sigkill_during_enrollments_a_snapshot_write_and_event_writes(
             "/api/streams", json={"url": str(faces_dir / CLIP), "name": "stage", "loop": True}
         )
         assert added.status_code == 201, added.text
-        eventually(lambda: event_ids(operator), "the first alerts are written")
+        wait_for(lambda: event_ids(operator), "the first alerts are written")
 
     traffic = EnrollmentTraffic(
         server.url, token, identities(faces_dir), prefix=f"kill-{uuid.uuid4().hex[:4]}-", workers=2
@@ -381,7 +365,7 @@ def test_sigkill_during_enrollments_a_snapshot_write_and_event_writes(
             kept = set(event_ids(operator))
             assert events.seen <= kept, f"{replay}: {sorted(events.seen - kept)} lost"
             # The restored stream goes on; its alerts have ids above every old one.
-            newer = eventually(
+            newer = wait_for(
                 lambda: set(event_ids(operator)) - kept, "new alerts after the restart"
             )
             assert min(newer) > max(kept), replay

@@ -22,13 +22,11 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from enrollment_traffic import (
     EnrollmentTraffic,
@@ -42,9 +40,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
 from facewatch.config import ENV_PREFIX
-from facewatch.watchlist.index import FaissIndex
 from facewatch.watchlist.models import Event
 from facewatch.watchlist.service import Watchlist
+from tests_support import assert_index_rows_match_store, wait_for
 
 CLIP = "videos/fr_short_hamilton_clip.mp4"
 PERFORMER = "alex_lacamoire"
@@ -54,16 +52,6 @@ WAIT_S = 120.0
 OUTAGE_S = 2.0
 #: How long connections are killed over and over.
 KILLING_S = 2.0
-
-
-def eventually(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -166,14 +154,8 @@ def assert_answers_are_clean(traffic: EnrollmentTraffic) -> int:
 
 
 def assert_index_agrees_with_store(watchlist: Watchlist) -> None:
+    assert_index_rows_match_store(watchlist)
     store, index = watchlist.store, watchlist.index
-    assert isinstance(index, FaissIndex)
-    expected = store.embeddings(watchlist.pack_id, index.dim)
-    face_ids, person_ids, vectors = index.vectors()
-    order = np.argsort(face_ids)
-    assert face_ids[order].tolist() == expected.face_ids.tolist()
-    assert person_ids[order].tolist() == expected.person_ids.tolist()
-    np.testing.assert_allclose(vectors[order], expected.vectors, atol=1e-6)
     assert len(index) == store.counts()["faces"]
 
 
@@ -181,7 +163,7 @@ def assert_every_alert_written(watched: Watched, before: list[str]) -> None:
     """Nothing published is missing from the table, nothing is there twice, and every event
     stored before the fault is still there."""
     events = watched.server.services.events
-    eventually(lambda: events.pending == 0, "the events held during the outage are written")
+    wait_for(lambda: events.pending == 0, "the events held during the outage are written")
     published = list(watched.alerts)
     stored = watched.stored_events()
     assert len(stored) == len(set(stored))
@@ -192,7 +174,7 @@ def assert_every_alert_written(watched: Watched, before: list[str]) -> None:
 
 
 def wait_ready(server: LiveServer) -> None:
-    eventually(
+    wait_for(
         lambda: httpx.get(f"{server.url}/health/ready", timeout=30).status_code == 200,
         "the server is ready again",
     )
@@ -205,7 +187,7 @@ def wait_ready(server: LiveServer) -> None:
 def test_a_postgresql_restart_loses_nothing_acknowledged(watched: Watched, faces_dir: Path) -> None:
     server, postgres = watched.server, watched.postgres
     events = server.services.events
-    eventually(lambda: events.written > 0, "the first alerts are written")
+    wait_for(lambda: events.written > 0, "the first alerts are written")
     traffic = EnrollmentTraffic(
         server.url,
         server.token("operator"),
@@ -218,7 +200,7 @@ def test_a_postgresql_restart_loses_nothing_acknowledged(watched: Watched, faces
 
         postgres.stop("fast")
         down_at = time.monotonic()
-        ready = eventually(
+        ready = wait_for(
             lambda: (
                 (r := httpx.get(f"{server.url}/health/ready", timeout=30)).status_code == 503 and r
             ),
@@ -232,7 +214,7 @@ def test_a_postgresql_restart_loses_nothing_acknowledged(watched: Watched, faces
         assert refused.json()["error"]["code"] == "store_unavailable"
         # Recognition goes on: alerts keep coming and wait for the store.
         held = len(watched.alerts)
-        eventually(
+        wait_for(
             lambda: len(watched.alerts) > held and events.pending > 0, "alerts wait in the outbox"
         )
         assert events.status()["store_ok"] is False
@@ -251,7 +233,7 @@ def test_a_postgresql_restart_loses_nothing_acknowledged(watched: Watched, faces
         assert_acknowledged_enrollments_kept(operator, traffic)
     assert_index_agrees_with_store(server.services.watchlist)
     frames = watched.frames_processed()
-    eventually(lambda: watched.frames_processed() > frames, "the stream is still processed")
+    wait_for(lambda: watched.frames_processed() > frames, "the stream is still processed")
 
 
 @pytest.mark.slow

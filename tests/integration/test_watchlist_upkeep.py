@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,10 @@ from facewatch.recognizer.engine import FaceEngine
 from facewatch.watchlist.models import Face
 from facewatch.watchlist.service import Photo, Watchlist
 from facewatch.watchlist.snapshot import snapshot_path
+from tests_support import wait_for
 
-#: Bound on the waits below; only there so that a hang fails the test.
-WAIT_S = 60.0
 KIT = ["identities/kit_harington/1.jpeg", "identities/kit_harington/2.jpeg"]
 ROSE = "identities/rose_leslie/1.jpg"
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-    return value
 
 
 def settings_for(data_dir: Path, **watchlist: Any) -> Settings:
@@ -99,7 +89,7 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_retried(
     data_dir = tmp_path / "data"
     with Watchlist.open(settings_for(data_dir), engine) as watchlist:
         watchlist.enroll({"name": "rose"}, photos(faces_dir, ROSE), largest=True)
-        eventually(lambda: not watchlist.storage_status()["index_snapshot"]["behind"], "saved")
+        wait_for(lambda: not watchlist.storage_status()["index_snapshot"]["behind"], "saved")
         path = snapshot_path(watchlist.data_dir, watchlist.pack_id)
         saved = path.read_bytes()
         # A file where the snapshot's folder should be: every write fails until it goes.
@@ -108,7 +98,7 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_retried(
         folder.rename(aside)
         folder.write_bytes(b"in the way")
         watchlist.enroll({"name": "kit"}, photos(faces_dir, KIT[0]), largest=True)
-        failing = eventually(
+        failing = wait_for(
             lambda: (s := watchlist.storage_status()["index_snapshot"])["ok"] is False and s,
             "the failure is reported",
         )
@@ -118,7 +108,7 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_retried(
         aside.rename(folder)
         assert path.read_bytes() == saved  # the previous snapshot stayed
         # No new change: the retry alone writes it.
-        healed = eventually(
+        healed = wait_for(
             lambda: (s := watchlist.storage_status()["index_snapshot"])["ok"] and s, "retried"
         )
         assert healed["behind"] is False and healed["failures"] >= 1
@@ -141,7 +131,7 @@ def test_a_write_reported_failed_that_reached_the_store_gets_into_the_index(
     monkeypatch.undo()
     (rose,) = watchlist.store.persons_named("rose")
     # Nothing else is written: the watchlist checks the store again on its own.
-    eventually(lambda: len(watchlist.index) == rose.face_count, "the index has the commit")
+    wait_for(lambda: len(watchlist.index) == rose.face_count, "the index has the commit")
     assert watchlist.applied_version == watchlist.store.version()
     (found,) = watchlist.identify([read_image(faces_dir / ROSE)], ["rose"])
     assert [face.person for face in found] == ["rose"]
