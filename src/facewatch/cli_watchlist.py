@@ -127,7 +127,7 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
                 {"image": source, "reason": reason, "detail": detail}
                 for source, reason, detail in exc.rejected
             ]
-            _emit({"person": None, "accepted": [], "rejected": rejected})
+            _emit({"person": None, "accepted": [], "warnings": [], "rejected": rejected})
             _error(str(exc))
             return EXIT_INPUT
     rejected = unreadable + [r.as_dict() for r in result.rejected]
@@ -135,9 +135,11 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
         {
             "person": result.person.as_dict(),
             "accepted": [f.as_dict() for f in result.accepted],
+            "warnings": [w.as_dict() for w in result.warnings],
             "rejected": rejected,
         }
     )
+    # Warnings (a blurry or turned face, enrolled anyway) are not a failure.
     return EXIT_INPUT if rejected else 0
 
 
@@ -149,6 +151,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     totals = {"persons": len(folders), "enrolled": 0, "resumed": 0, "failed": 0}
     totals |= {"photos_accepted": 0, "photos_rejected": 0, "photos_skipped": 0}
+    totals |= {"photos_with_warnings": 0}
     with _watchlist(settings) as watchlist:
         bar = tqdm(folders, unit="person", disable=not sys.stderr.isatty(), file=sys.stderr)
         for folder in bar:
@@ -156,6 +159,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             _emit(record)
             totals["photos_accepted"] += len(record["accepted"])
             totals["photos_rejected"] += len(record["rejected"])
+            totals["photos_with_warnings"] += len({w["face_id"] for w in record["warnings"]})
             totals["photos_skipped"] += record["skipped"]
             if record["person_id"] is None:
                 totals["failed"] += 1
@@ -177,6 +181,7 @@ def _import_person(watchlist: Watchlist, folder: Path, *, largest: bool) -> dict
         "person_id": None,
         "resumed": False,
         "accepted": [],
+        "warnings": [],
         "rejected": list(unreadable),
         "skipped": 0,
     }
@@ -202,6 +207,7 @@ def _import_person(watchlist: Watchlist, folder: Path, *, largest: bool) -> dict
         ]
         return record
     record["accepted"] = [f.id for f in result.accepted]
+    record["warnings"] = [w.as_dict() for w in result.warnings]
     record["rejected"] += [r.as_dict() for r in result.rejected]
     return record
 

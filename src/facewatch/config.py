@@ -285,10 +285,20 @@ class WatchlistSettings(Section):
     enroll_min_sharpness: float = Field(
         50.0,
         ge=0.0,
-        description="Lowest sharpness (Laplacian variance of the aligned face) for enrollment.",
+        description="Sharpness (Laplacian variance of the aligned face) below which an enrolled "
+        "face gets the warning 'blurry' (is refused with enroll_strict_quality).",
     )
     enroll_min_frontal: float = Field(
-        0.2, ge=0.0, le=1.0, description="Lowest frontal-ness (0 profile .. 1 frontal) enrolled."
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Frontal-ness (0 profile .. 1 frontal) below which an enrolled face gets "
+        "the warning 'not_frontal' (is refused with enroll_strict_quality).",
+    )
+    enroll_strict_quality: bool = Field(
+        False,
+        description="Refuse blurry and turned enrollment photos (too_blurry, not_frontal) "
+        "instead of enrolling them with a warning.",
     )
     duplicate_similarity: float = Field(
         0.95,

@@ -108,13 +108,34 @@ def test_enrollment_gives_a_reason_for_each_refused_photo(
         "edge_cases/inspireface_view_no_face.jpg": "no_face",
         "notes.txt": "not_an_image",
         "tiny.jpg": "too_small",
-        "blurred.jpg": "too_blurry",
     }
     assert all(r.detail for r in result.rejected)
-    assert len(result.accepted) == 2 and result.person.face_count == 2
-    assert len(watchlist.index) == 2
+    # A blurred face is enrolled, with a warning on that face.
+    assert len(result.accepted) == 3 and result.person.face_count == 3
+    blurred_face = result.accepted[1]
+    assert [(w.source, w.face_id, w.notice.caution.value) for w in result.warnings] == [
+        ("blurred.jpg", blurred_face.id, "blurry")
+    ]
+    assert all(w.notice.detail for w in result.warnings)
+    assert len(watchlist.index) == 3
     for face in result.accepted:
         assert (watchlist.data_dir / face.image_path).is_file()
+
+
+def test_strict_quality_refuses_what_is_otherwise_a_warning(
+    tmp_path: Path, engine: FaceEngine, faces_dir: Path
+) -> None:
+    blurred = cv2.GaussianBlur(decoded(faces_dir, "identities/barack_obama/2.jpg"), (0, 0), 6)
+    photos = [
+        Photo("blurred.jpg", encoded(blurred)),
+        photo(faces_dir, "identities/barack_obama/3.jpg"),
+    ]
+    with fresh_database("sqlite", tmp_path) as url:
+        settings = settings_for(tmp_path, url, "faiss", enroll_strict_quality=True)
+        with Watchlist.open(settings, engine) as watchlist:
+            result = watchlist.enroll({"name": "Barack Obama"}, photos)
+    assert [(r.source, r.reason.value) for r in result.rejected] == [("blurred.jpg", "too_blurry")]
+    assert len(result.accepted) == 1 and result.warnings == []
 
 
 def test_largest_face_option_enrolls_a_group_photo(

@@ -44,13 +44,20 @@ class DetectorOptions:
     max_batch: int
 
 
-def letterbox(image: NDArray[np.uint8], size: tuple[int, int]) -> tuple[NDArray[np.uint8], float]:
+def letterbox(
+    image: NDArray[np.uint8], size: tuple[int, int], *, upscale: bool = True
+) -> tuple[NDArray[np.uint8], float]:
     """Resize ``image`` to fit ``size`` (w, h) keeping its aspect, padded bottom/right with black.
+
+    With ``upscale`` False an image smaller than ``size`` keeps its pixels (scale 1) and is
+    only padded.
 
     Returns the (h, w, 3) canvas and the scale applied (input pixels per source pixel).
     """
     width, height = size
     scale = min(width / image.shape[1], height / image.shape[0])
+    if not upscale:
+        scale = min(scale, 1.0)
     new_w = max(1, min(width, round(image.shape[1] * scale)))
     new_h = max(1, min(height, round(image.shape[0] * scale)))
     canvas = np.zeros((height, width, 3), np.uint8)
@@ -82,10 +89,16 @@ class Detector:
         # A model exported with a fixed batch of 1 is run once per frame.
         self.batched = not isinstance(batch_dim, int) or batch_dim != 1
 
-    def prepare(self, images: Sequence[NDArray[np.uint8]]) -> tuple[F32, list[float]]:
-        """Letterbox every image and build one (B, 3, H, W) input blob; return it and the scales."""
+    def prepare(
+        self, images: Sequence[NDArray[np.uint8]], *, upscale: bool = True
+    ) -> tuple[F32, list[float]]:
+        """Letterbox every image and build one (B, 3, H, W) input blob; return it and the scales.
+
+        ``upscale`` False: images smaller than the input are padded, not enlarged.
+        """
         canvases, scales = zip(
-            *(letterbox(image, self.options.input_size) for image in images), strict=True
+            *(letterbox(image, self.options.input_size, upscale=upscale) for image in images),
+            strict=True,
         )
         return self.blob(np.stack(canvases)), list(scales)
 

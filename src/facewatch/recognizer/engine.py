@@ -29,13 +29,14 @@ from facewatch.recognizer.convert import one_line
 from facewatch.recognizer.detector import DETECTORS, Detections, Detector, DetectorOptions
 from facewatch.recognizer.embedder import Embedder
 from facewatch.recognizer.packs import ModelPack, resolve_pack
+from facewatch.recognizer.refine import Window, refine_window, same_face
 from facewatch.recognizer.session import check_input, open_session
 
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 #: Stages whose time is spent inside ONNX Runtime; everything else is engine overhead.
-INFERENCE_STAGES = ("detect.infer", "embed.infer")
+INFERENCE_STAGES = ("detect.infer", "refine.infer", "embed.infer")
 
 
 class StageTimes:
@@ -200,9 +201,13 @@ class FaceEngine:
     # --- work ----------------------------------------------------------------------------------
 
     def detect(self, images: Sequence[NDArray[np.uint8]]) -> list[Faces]:
-        """Faces (boxes, landmarks, scores, quality) in each BGR frame; no embeddings."""
+        """Faces (boxes, landmarks, scores, quality) in each BGR photo; no embeddings.
+
+        Photos are detected at the settings' size, then every face's landmarks are found again
+        at the photo's own resolution (see :mod:`facewatch.recognizer.refine`).
+        """
         frames = [validate_array(image) for image in images]
-        found = self._detect(frames)
+        found = self._refine(frames, self._detect(frames))
         faces, _ = self._describe_faces(frames, found)
         return faces
 
@@ -210,12 +215,17 @@ class FaceEngine:
         self,
         images: Sequence[NDArray[np.uint8]],
         input_size: tuple[int, int] | None = None,
+        *,
+        refine: bool = False,
     ) -> tuple[list[Faces], list[NDArray[np.uint8]]]:
         """Faces of each frame (no embeddings) and their aligned crops, for embedding later.
 
         Args:
             images: BGR frames of any sizes.
             input_size: detector input (width, height) for this call; default: the settings'.
+            refine: find every face's landmarks again at the frame's own resolution (one more
+                detector run per face, on a window around it); see :meth:`refine_aligned` to
+                refine only the faces that will be embedded.
 
         Returns:
             One ``Faces`` per image and, per image, its (N, h, w, 3) aligned crops (h, w: the
@@ -223,12 +233,38 @@ class FaceEngine:
         """
         frames = [validate_array(image) for image in images]
         found = self._detect(frames, input_size)
+        if refine:
+            found = self._refine(frames, found)
         return self._describe_faces(frames, found)
 
+    def refine_aligned(
+        self, image: NDArray[np.uint8], faces: Faces
+    ) -> tuple[Faces, NDArray[np.uint8]]:
+        """Some faces of one frame, with landmarks found again at the frame's own resolution.
+
+        For a pipeline that detects on a downscaled frame: it refines only the faces it embeds,
+        at one detector run on a window of about three face sides square each.
+
+        Args:
+            image: the BGR frame ``faces`` were found in.
+            faces: faces of that frame (boxes and landmarks in its pixels); embeddings dropped.
+
+        Returns:
+            The faces with refined landmarks (a face not found again keeps its own) and their
+            (N, h, w, 3) aligned crops.
+        """
+        frame = validate_array(image)
+        found = Detections(faces.xyxy, faces.score, faces.kps)
+        described, crops = self._describe_faces([frame], self._refine([frame], [found]))
+        return described[0], crops[0]
+
     def embed(self, images: Sequence[NDArray[np.uint8]]) -> list[Faces]:
-        """Faces of each frame with embeddings: every face of the batch in one embedding call."""
+        """Faces of each photo with embeddings: every face of the batch in one embedding call.
+
+        Landmarks are refined at each photo's own resolution, as in :meth:`detect`.
+        """
         frames = [validate_array(image) for image in images]
-        found = self._detect(frames)
+        found = self._refine(frames, self._detect(frames))
         faces, crops = self._describe_faces(frames, found)
         width, height = self.pack.recognizer.input_size
         embeddings = self.embed_crops(
@@ -303,6 +339,41 @@ class FaceEngine:
             with self.times.measure("detect.decode"):
                 found.extend(detector.postprocess(outputs, scales, [f.shape for f in chunk]))
         return found
+
+    def _refine(self, frames: list[NDArray[np.uint8]], found: list[Detections]) -> list[Detections]:
+        """The same detections with each face's landmarks from a second detector run on a
+        window around it at full resolution (:func:`refine_window`); windows of one input size
+        share a batch. A face the second run does not find keeps its first landmarks."""
+        windows: dict[tuple[int, int], list[tuple[int, int, Window]]] = {}
+        for index, (frame, det) in enumerate(zip(frames, found, strict=True)):
+            height, width = frame.shape[:2]
+            for row in range(len(det.score)):
+                window = refine_window(det.xyxy[row], (width, height))
+                windows.setdefault(window.input_size, []).append((index, row, window))
+        if not windows:
+            return found
+        kps = [det.kps.copy() for det in found]
+        for size, jobs in windows.items():
+            detector = self._detector_for(size)
+            step = detector.options.max_batch
+            for start in range(0, len(jobs), step):
+                chunk = jobs[start : start + step]
+                cuts = [frames[i][w.y0 : w.y1, w.x0 : w.x1] for i, _, w in chunk]
+                with self.times.measure("refine.prepare"):
+                    blob, scales = detector.prepare(cuts, upscale=False)
+                with self._slots, self.times.measure("refine.infer"):
+                    outputs = detector.infer(blob)
+                with self.times.measure("refine.decode"):
+                    again = detector.postprocess(outputs, scales, [c.shape for c in cuts])
+                for (index, row, window), redone in zip(chunk, again, strict=True):
+                    offset = np.array([window.x0, window.y0], np.float32)
+                    boxes = redone.xyxy + np.tile(offset, 2)
+                    match = same_face(boxes, found[index].xyxy[row])
+                    if match is not None:
+                        kps[index][row] = redone.kps[match] + offset
+        return [
+            Detections(det.xyxy, det.score, points) for det, points in zip(found, kps, strict=True)
+        ]
 
     def _describe_faces(
         self, frames: list[NDArray[np.uint8]], found: list[Detections]

@@ -1,4 +1,11 @@
-"""Which face of an enrollment photo to keep, and why a photo is refused (pure logic, no I/O)."""
+"""Which face of an enrollment photo to keep, why a photo is refused, and what is wrong with a
+face that is kept anyway (pure logic, no I/O).
+
+Only what cannot work is refused: no face, several faces when the caller did not ask for the
+largest, a face too small to align or not confidently a face. A blurred or turned face still
+identifies its person more often than not (on faces_scale, 7 % of ordinary news photos would
+otherwise never be enrolled), so it is kept with a warning; ``strict`` refuses it as before.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,21 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
 
 
+class Caution(StrEnum):
+    """What is wrong with a face that was enrolled anyway (stable strings, like ``Reason``)."""
+
+    BLURRY = "blurry"
+    NOT_FRONTAL = "not_frontal"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One warning about an accepted face, with the figures behind it."""
+
+    caution: Caution
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class Gates:
     """Quality an enrollment face must reach (see WatchlistSettings.enroll_*)."""
@@ -37,19 +59,21 @@ class Gates:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The face kept (its row in ``Faces``), or the reason there is none."""
+    """The face kept (its row in ``Faces``) and its warnings, or the reason there is none."""
 
     index: int | None
     reason: Reason | None = None
     detail: str = ""
+    notices: tuple[Notice, ...] = ()
 
 
-def choose_face(faces: Faces, gates: Gates, *, largest: bool) -> Verdict:
+def choose_face(faces: Faces, gates: Gates, *, largest: bool, strict: bool = False) -> Verdict:
     """The one usable face of a photo, judged by ``gates``.
 
     A face is usable when it is big enough and confidently detected. Several usable faces
-    refuse the photo (whose face would it be?) unless ``largest`` asks for the biggest. The
-    chosen face must then be sharp and frontal enough.
+    refuse the photo (whose face would it be?) unless ``largest`` asks for the biggest. A chosen
+    face below the sharpness or frontal-ness gate is kept with a warning, or refused when
+    ``strict``.
     """
     if len(faces) == 0:
         return Verdict(None, Reason.NO_FACE, "no face found")
@@ -75,19 +99,18 @@ def choose_face(faces: Faces, gates: Gates, *, largest: bool) -> Verdict:
             None, Reason.SEVERAL_FACES, f"{len(candidates)} faces found; enroll needs exactly one"
         )
     chosen = int(candidates[np.argmax(faces.area[candidates])])
+    notices = []
     if faces.sharpness[chosen] < gates.min_sharpness:
-        return Verdict(
-            None,
-            Reason.TOO_BLURRY,
-            f"sharpness {faces.sharpness[chosen]:.0f} below {gates.min_sharpness:.0f}",
-        )
+        detail = f"sharpness {faces.sharpness[chosen]:.0f} below {gates.min_sharpness:.0f}"
+        if strict:
+            return Verdict(None, Reason.TOO_BLURRY, detail)
+        notices.append(Notice(Caution.BLURRY, detail))
     if faces.frontal[chosen] < gates.min_frontal:
-        return Verdict(
-            None,
-            Reason.NOT_FRONTAL,
-            f"frontal-ness {faces.frontal[chosen]:.2f} below {gates.min_frontal:.2f}",
-        )
-    return Verdict(chosen)
+        detail = f"frontal-ness {faces.frontal[chosen]:.2f} below {gates.min_frontal:.2f}"
+        if strict:
+            return Verdict(None, Reason.NOT_FRONTAL, detail)
+        notices.append(Notice(Caution.NOT_FRONTAL, detail))
+    return Verdict(chosen, notices=tuple(notices))
 
 
 def duplicate_of(

@@ -43,7 +43,7 @@ from facewatch.files import WriteHealth, atomic_write, is_no_space, remove_stale
 from facewatch.images import decode_image
 from facewatch.pipeline.types import Faces
 from facewatch.recognizer.engine import FaceEngine
-from facewatch.watchlist.enrollment import Gates, Reason, choose_face, duplicate_of
+from facewatch.watchlist.enrollment import Gates, Notice, Reason, choose_face, duplicate_of
 from facewatch.watchlist.index import (
     FaissIndex,
     IndexPolicy,
@@ -128,12 +128,30 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Caveat:
+    """A warning about one accepted face (blurry, not frontal): enrolled, but a weak template."""
+
+    source: str
+    face_id: int
+    notice: Notice
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.source,
+            "face_id": self.face_id,
+            "warning": self.notice.caution.value,
+            "detail": self.notice.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Enrollment:
-    """What an enrollment did: the person, the faces added, the photos refused."""
+    """What an enrollment did: the person, the faces added, their warnings, the photos refused."""
 
     person: PersonRecord
     accepted: list[FaceRecord]
     rejected: list[Rejection]
+    warnings: list[Caveat] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,14 +516,14 @@ class Watchlist:
             EnrollmentRejected: no photo was usable (reasons per photo).
             WatchlistError: invalid details.
         """
-        accepted, rejected = self._screen(photos, largest=largest, person_id=None)
+        accepted, notices, rejected = self._screen(photos, largest=largest, person_id=None)
         if not accepted:
             raise EnrollmentRejected([(r.source, r.reason.value, r.detail) for r in rejected])
         with self._writing():
             self._keep_photos(photos, accepted)
             person, faces, change = self.store.create_person(details, accepted, self.pack_id)
             self._apply_change(change)
-        return Enrollment(person, faces, rejected)
+        return Enrollment(person, faces, rejected, _caveats(faces, notices))
 
     def add_photos(
         self, person_id: int, photos: Sequence[Photo], *, largest: bool = False
@@ -517,19 +535,26 @@ class Watchlist:
             EnrollmentRejected: no photo was usable.
         """
         self.store.get_person(person_id)
-        accepted, rejected = self._screen(photos, largest=largest, person_id=person_id)
+        accepted, notices, rejected = self._screen(photos, largest=largest, person_id=person_id)
         if not accepted:
             raise EnrollmentRejected([(r.source, r.reason.value, r.detail) for r in rejected])
         with self._writing():
             self._keep_photos(photos, accepted)
             faces, change = self.store.add_faces(person_id, accepted, self.pack_id)
             self._apply_change(change)
-        return Enrollment(self.store.get_person(person_id), faces, rejected)
+        return Enrollment(
+            self.store.get_person(person_id), faces, rejected, _caveats(faces, notices)
+        )
 
     def _screen(
         self, photos: Sequence[Photo], *, largest: bool, person_id: int | None
-    ) -> tuple[list[NewFace], list[Rejection]]:
-        """Decode, detect and embed every photo in one batch; keep the usable, unique ones."""
+    ) -> tuple[list[NewFace], list[list[tuple[str, Notice]]], list[Rejection]]:
+        """Decode, detect and embed every photo in one batch; keep the usable, unique ones.
+
+        Returns:
+            The faces to add, per face its warnings (with the photo's source), and the photos
+            refused in the order given.
+        """
         rejected: list[tuple[int, Rejection]] = []
         decoded: list[tuple[int, Photo, str, NDArray[np.uint8]]] = []
         limit = self.engine.settings.max_image_pixels
@@ -548,6 +573,8 @@ class Watchlist:
             known_hashes, rows = self.store.templates(person_id, self.pack_id)
             templates = rows.vectors
         accepted: list[NewFace] = []
+        notices: list[list[tuple[str, Notice]]] = []
+        strict = self.settings.watchlist.enroll_strict_quality
         for (position, photo, digest, _), faces in zip(decoded, found, strict=True):
             if digest in known_hashes:
                 rejected.append(
@@ -557,7 +584,7 @@ class Watchlist:
                     )
                 )
                 continue
-            verdict = choose_face(faces, self.gates, largest=largest)
+            verdict = choose_face(faces, self.gates, largest=largest, strict=strict)
             if verdict.index is None:
                 assert verdict.reason is not None
                 rejected.append((position, Rejection(photo.source, verdict.reason, verdict.detail)))
@@ -572,8 +599,10 @@ class Watchlist:
             known_hashes.add(digest)
             templates = np.concatenate([templates, new.embedding[None]])
             accepted.append(new)
+            notices.append([(photo.source, notice) for notice in verdict.notices])
         # Reasons come back in the order the photos were given.
-        return accepted, [rejection for _, rejection in sorted(rejected, key=lambda r: r[0])]
+        refused = [rejection for _, rejection in sorted(rejected, key=lambda r: r[0])]
+        return accepted, notices, refused
 
     def _keep_photos(self, photos: Sequence[Photo], accepted: Sequence[NewFace]) -> None:
         """Store the accepted photos (content-addressed) before the faces that point at them.
@@ -877,6 +906,17 @@ def _new_face(faces: Faces, i: int, digest: str, photo: Photo) -> NewFace:
         frontal=float(faces.frontal[i]),
         embedding=faces.embedding[i].astype(np.float32),
     )
+
+
+def _caveats(
+    faces: Sequence[FaceRecord], notices: Sequence[Sequence[tuple[str, Notice]]]
+) -> list[Caveat]:
+    """The warnings of the faces the store added (in the order they were given to it)."""
+    return [
+        Caveat(source, face.id, notice)
+        for face, found in zip(faces, notices, strict=True)
+        for source, notice in found
+    ]
 
 
 def _same_face(found: Faces, bbox: Sequence[float]) -> int | None:

@@ -177,13 +177,29 @@ class Face(BaseModel):
 
 class Rejected(BaseModel):
     image: str = Field(description="The file name, or the field and position of the photo.")
-    reason: str = Field(description="not_an_image, no_face, several_faces, too_small, ...")
+    reason: str = Field(
+        description="not_an_image, no_face, several_faces, too_small, low_confidence, "
+        "duplicate; too_blurry and not_frontal only with watchlist.enroll_strict_quality."
+    )
+    detail: str
+
+
+class EnrollmentWarning(BaseModel):
+    image: str = Field(description="The file name, or the field and position of the photo.")
+    face_id: int = Field(description="The accepted face the warning is about.")
+    warning: str = Field(
+        description="blurry or not_frontal: the face was enrolled but is a weak template "
+        "(refused as too_blurry / not_frontal with watchlist.enroll_strict_quality)."
+    )
     detail: str
 
 
 class Enrollment(BaseModel):
     person: Person
     accepted: list[Face]
+    warnings: list[EnrollmentWarning] = Field(
+        description="Accepted faces that are blurry or turned away, one entry per warning."
+    )
     rejected: list[Rejected]
 
 

@@ -3,8 +3,8 @@
 Reading needs the viewer role, changing the watchlist the operator role, a reset the admin role.
 Enrollment takes photos as multipart ``photos`` files (with the details as form fields) or as a
 JSON object with base64 ``photos``; refused photos come back with their reasons (the watchlist's
-own, plus ``not_an_image`` for uploads that are not an accepted image format). Store calls run
-in worker threads.
+own, plus ``not_an_image`` for uploads that are not an accepted image format); accepted faces
+that are blurry or turned away come back in ``warnings``. Store calls run in worker threads.
 
 While the database cannot be reached, every call is refused with 503 ``store_unavailable`` and
 nothing is retried on the server: an enrollment cut off by the outage may or may not have been
@@ -121,6 +121,7 @@ def _enrollment(result: Enrollment, refused: list[Rejection]) -> schemas.Enrollm
     return schemas.Enrollment(
         person=_person(result.person),
         accepted=[_face(face) for face in result.accepted],
+        warnings=[schemas.EnrollmentWarning(**w.as_dict()) for w in result.warnings],
         rejected=[schemas.Rejected(**r.as_dict()) for r in refused],
     )
 
