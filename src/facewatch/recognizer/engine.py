@@ -340,10 +340,14 @@ class FaceEngine:
                 found.extend(detector.postprocess(outputs, scales, [f.shape for f in chunk]))
         return found
 
-    def _refine(self, frames: list[NDArray[np.uint8]], found: list[Detections]) -> list[Detections]:
-        """The same detections with each face's landmarks from a second detector run on a
-        window around it at full resolution (:func:`refine_window`); windows of one input size
-        share a batch. A face the second run does not find keeps its first landmarks."""
+    def _refine(
+        self, frames: list[NDArray[np.uint8]], found: list[Detections]
+    ) -> list[Detections]:
+        """The same faces, each as detected again on a window around it at full resolution
+        (:func:`refine_window`): box, score and landmarks from the second run, which sees the
+        face's own pixels on the whole image's grid. Windows of one input size share a batch. A
+        face the second run does not find (too small without the first run's upscaling) keeps
+        its first detection."""
         windows: dict[tuple[int, int], list[tuple[int, int, Window]]] = {}
         for index, (frame, det) in enumerate(zip(frames, found, strict=True)):
             height, width = frame.shape[:2]
@@ -352,7 +356,7 @@ class FaceEngine:
                 windows.setdefault(window.input_size, []).append((index, row, window))
         if not windows:
             return found
-        kps = [det.kps.copy() for det in found]
+        refined = [(det.xyxy.copy(), det.score.copy(), det.kps.copy()) for det in found]
         for size, jobs in windows.items():
             detector = self._detector_for(size)
             step = detector.options.max_batch
@@ -369,11 +373,13 @@ class FaceEngine:
                     offset = np.array([window.x0, window.y0], np.float32)
                     boxes = redone.xyxy + np.tile(offset, 2)
                     match = same_face(boxes, found[index].xyxy[row])
-                    if match is not None:
-                        kps[index][row] = redone.kps[match] + offset
-        return [
-            Detections(det.xyxy, det.score, points) for det, points in zip(found, kps, strict=True)
-        ]
+                    if match is None:
+                        continue
+                    xyxy, score, kps = refined[index]
+                    xyxy[row] = boxes[match]
+                    score[row] = redone.score[match]
+                    kps[row] = redone.kps[match] + offset
+        return [Detections(xyxy, score, kps) for xyxy, score, kps in refined]
 
     def _describe_faces(
         self, frames: list[NDArray[np.uint8]], found: list[Detections]
