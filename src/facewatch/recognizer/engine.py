@@ -340,9 +340,7 @@ class FaceEngine:
                 found.extend(detector.postprocess(outputs, scales, [f.shape for f in chunk]))
         return found
 
-    def _refine(
-        self, frames: list[NDArray[np.uint8]], found: list[Detections]
-    ) -> list[Detections]:
+    def _refine(self, frames: list[NDArray[np.uint8]], found: list[Detections]) -> list[Detections]:
         """The same faces, each as detected again on a window around it at full resolution
         (:func:`refine_window`): box, score and landmarks from the second run, which sees the
         face's own pixels on the whole image's grid. Windows of one input size share a batch. A

@@ -24,7 +24,7 @@ F32 = NDArray[np.float32]
 #: Context around a face in a refinement window, in face-box sides on every side.
 REFINE_MARGIN = 1.0
 #: Largest refinement input side in pixels; bigger windows are scaled down to it.
-REFINE_MAX_SIDE = 640
+REFINE_MAX_SIDE = 1280
 #: Smallest overlap (IoU) with the first detection for a refined face to stand for it.
 REFINE_MIN_IOU = 0.5
 
