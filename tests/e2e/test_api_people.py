@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import pytest
 from live_server import LiveServer, server_settings, serving
@@ -103,6 +104,24 @@ def test_enrollment_keeps_good_photos_and_says_why_others_were_refused(
         ).json()["faces"]
     assert any(f["match"] and f["match"]["person_id"] == person["id"] for f in found)
     operator.delete(f"/api/people/{person['id']}")
+
+
+def test_blurred_photo_is_enrolled_with_a_warning_on_its_face(
+    operator: httpx.Client, faces_dir: Path
+) -> None:
+    image = cv2.imread(str(faces_dir / ROSE))
+    ok, blurred = cv2.imencode(".jpg", cv2.GaussianBlur(image, (0, 0), 6))
+    assert ok
+    files = [("photos", ("blurred.jpg", blurred.tobytes(), "image/jpeg"))]
+    response = operator.post("/api/people", data={"name": unique("rose")}, files=files)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    [face] = body["accepted"]
+    assert body["rejected"] == []
+    assert [(w["image"], w["face_id"], w["warning"]) for w in body["warnings"]] == [
+        ("blurred.jpg", face["id"], "blurry")
+    ]
+    operator.delete(f"/api/people/{body['person']['id']}")
 
 
 def test_enrollment_with_no_usable_photo_creates_nobody(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 from test_cli import facewatch, lines
 
@@ -18,8 +19,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run(*args: str | Path, cache: Path, data_dir: Path):  # type: ignore[no-untyped-def]
-    return facewatch(*args, "--data-dir", data_dir, cache=cache)
+def run(*args: str | Path, cache: Path, data_dir: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return facewatch(*args, "--data-dir", data_dir, cache=cache, env=env)
 
 
 @pytest.mark.slow
@@ -138,3 +139,37 @@ def test_reset_needs_yes(model_cache: Path, data_dir: Path) -> None:
     assert refused.returncode == 1 and "--yes" in refused.stderr
     done = run("reset", "--yes", cache=model_cache, data_dir=data_dir)
     assert done.returncode == 0 and lines(done.stdout) == [{"reset": True, "faces_removed": 0}]
+
+
+def test_enroll_keeps_a_blurred_face_with_a_warning(
+    faces_dir: Path, model_cache: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    blurred = tmp_path / "blurred.jpg"
+    image = cv2.imread(str(faces_dir / OBAMA / "2.jpg"))
+    assert cv2.imwrite(str(blurred), cv2.GaussianBlur(image, (0, 0), 6))
+    enrolled = run(
+        "enroll", "--name", "Barack Obama", blurred, cache=model_cache, data_dir=data_dir
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    [record] = lines(enrolled.stdout)
+    assert record["rejected"] == []
+    [face] = record["accepted"]
+    [warning] = record["warnings"]
+    assert (warning["image"], warning["face_id"], warning["warning"]) == (
+        str(blurred),
+        face["id"],
+        "blurry",
+    )
+    assert warning["detail"].startswith("sharpness ")
+
+    strict = run(
+        "enroll",
+        "--name",
+        "Someone Strict",
+        blurred,
+        cache=model_cache,
+        data_dir=data_dir / "strict",
+        env={"FACE_AI_WATCHLIST__ENROLL_STRICT_QUALITY": "true"},
+    )
+    assert strict.returncode == 1
+    assert [r["reason"] for r in lines(strict.stdout)[0]["rejected"]] == ["too_blurry"]
