@@ -120,7 +120,10 @@ def test_downloaded_pack_detects_and_embeds(
     for frame, found, (_, _, scale, planted) in zip(frames, results, (SMALL, LARGE), strict=True):
         assert_planted(found, planted, scale)
         assert found.embedding is not None and found.embedding.shape == (len(planted), dim)
-        expected = reference_embedding(align_faces(frame, found.kps), dim)
+        # Photos are embedded with flip averaging: the crop's and its mirror's, summed.
+        crops = align_faces(frame, found.kps)
+        both = reference_embedding(crops, dim) + reference_embedding(crops[:, :, ::-1], dim)
+        expected = both / np.linalg.norm(both, axis=1, keepdims=True)
         np.testing.assert_allclose(found.embedding, expected, atol=1e-4)
 
 
