@@ -15,6 +15,9 @@ deepface_pivot_pairs       280  279       (0.332, 0.480]: 279/280
 all three                  623  621       (0.351, 0.424]: 621/623
 ======================== ====== ======== ======================================
 
+Since 2026-12-03 (landmarks found at each photo's own resolution, flip-averaged embeddings)
+deepface_master_pairs gives 298/300 at 0.363: two "different" pairs score 0.364 and 0.380.
+
 For information, not asserted: 0.363 lies inside the best interval on every list, so no other
 threshold does better here; it sits near the interval's low end (the nearest "different" pair
 is at 0.351, the nearest "same" pair at 0.424), so these data would rather support a slightly
@@ -61,8 +64,21 @@ EXPECTED: dict[str, PairList] = {
             "so it is that list's hard negative; SFace does not separate it.",
         },
     ),
-    # 300/300 measured: every pair must be right.
-    "deepface_master_pairs": PairList(1.0, {}),
+    # 298/300 measured (300/300 before landmarks were found at each photo's own resolution and
+    # photos embedded with flip averaging: those moved every similarity a little).
+    "deepface_master_pairs": PairList(
+        0.99,
+        {
+            (
+                "identities/deepface_id20/2.jpg",
+                "identities/deepface_id13/1.jpg",
+            ): "different people scored 0.364, just over the 0.363 threshold (0.351 before).",
+            (
+                "identities/deepface_id22/1.jpg",
+                "identities/deepface_id08/1.jpg",
+            ): "different people scored 0.380 (under the threshold before).",
+        },
+    ),
     # 279/280 = 0.996 measured.
     "deepface_pivot_pairs": PairList(
         0.99,
