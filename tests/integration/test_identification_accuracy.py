@@ -3,8 +3,9 @@
 People of ../shared/data/faces/identities with at least three photos are enrolled from their
 first two (three when they have six or more) and probed with the rest; people with fewer photos
 are never enrolled and probe as strangers. Measured on the offline default pack (YuNet + SFace,
-threshold 0.363) on 2026-11-23, again on 2026-12-03 after the alignment change; the floors below sit just under those figures so that a
-regression in detection, alignment, embedding, the index or the matching fails here.
+threshold 0.363) on 2026-11-23, again on 2026-12-03 after the alignment change; the floors
+below sit just under those figures so that a regression in detection, alignment, embedding,
+the index or the matching fails here.
 """
 
 from __future__ import annotations
