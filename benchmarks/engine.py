@@ -162,17 +162,26 @@ def frame_set(root: Path, count: int) -> tuple[list[Image], list[str]]:
 
 
 def naive_embed(engine: FaceEngine, images: Sequence[Image]) -> list[Faces]:
-    """Same outputs as ``engine.embed``: one detection call per frame, one embed call per face."""
+    """Same outputs as ``engine.embed``: one detection call per frame (and one refinement of its
+    faces' landmarks at full resolution), one embed call per face (flip-averaged)."""
     size = engine.pack.recognizer.input_size
     out = []
     for image in images:
         frame = validate_array(image)
         det = engine.detector.detect([frame])[0]
+        found = Faces(
+            det.xyxy,
+            det.kps,
+            det.score,
+            np.zeros(len(det.score), np.float32),
+            np.zeros(len(det.score), np.float32),
+        )
+        refined, _ = engine.refine_aligned(frame, found)
         crops, embeddings = [], []
-        for kps in det.kps:
+        for kps in refined.kps:
             crop = align_faces(frame, kps[None], size)
             crops.append(crop)
-            embeddings.append(engine.embedder.embed(crop))
+            embeddings.append(engine.embed_crops(crop, flip=True))
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size[1], size[0], 3), np.uint8)
         embedding = (
             np.concatenate(embeddings)
@@ -180,7 +189,14 @@ def naive_embed(engine: FaceEngine, images: Sequence[Image]) -> list[Faces]:
             else np.zeros((0, engine.embedding_dim), np.float32)
         )
         out.append(
-            Faces(det.xyxy, det.kps, det.score, sharpness(all_crops), frontal(det.kps), embedding)
+            Faces(
+                refined.xyxy,
+                refined.kps,
+                refined.score,
+                sharpness(all_crops),
+                frontal(refined.kps),
+                embedding,
+            )
         )
     return out
 

@@ -287,9 +287,12 @@ class FaceEngine:
             start = stop
         return out
 
-    def embed_crops(self, crops: NDArray[np.uint8]) -> F32:
-        """(N, 112, 112, 3) aligned BGR crops -> (N, D) L2-normalised embeddings."""
-        return self._embed(crops, flip=False)
+    def embed_crops(self, crops: NDArray[np.uint8], *, flip: bool = False) -> F32:
+        """(N, 112, 112, 3) aligned BGR crops -> (N, D) L2-normalised embeddings.
+
+        ``flip``: average each crop's embedding with its mirror image's, as :meth:`embed` does.
+        """
+        return self._embed(crops, flip=flip)
 
     def _embed(self, crops: NDArray[np.uint8], *, flip: bool) -> F32:
         """Embeddings of (N, h, w, 3) crops; with ``flip``, of each crop and its mirror image,
