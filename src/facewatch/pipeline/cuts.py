@@ -77,19 +77,22 @@ class SceneCuts:
     def is_cut(self, thumb: F32) -> bool:
         """Whether ``thumb`` (from :func:`thumbnail`) starts a new shot.
 
-        The first frame, and a frame of another thumbnail shape, is no cut: there is nothing
-        to compare it with.
+        The first two frames, and a frame of another thumbnail shape, are no cut: there is
+        nothing to compare them with.
         """
         previous, self._previous = self._previous, thumb
         cfg = self.config
         if previous is None or previous.shape != thumb.shape or cfg.min_difference <= 0:
             return False
         difference = float(np.abs(thumb - previous).mean())
-        typical = float(np.median(self._recent)) if self._recent else 0.0
-        cut = difference >= cfg.min_difference and difference >= cfg.min_ratio * typical
-        # A cut's own difference says nothing about how the new shot moves: keep it out.
-        if cut:
-            self.cuts += 1
-        else:
-            self._recent.append(difference)
+        # With no difference seen yet there is no telling a cut from the stream's normal motion.
+        cut = (
+            bool(self._recent)
+            and difference >= cfg.min_difference
+            and difference >= cfg.min_ratio * float(np.median(self._recent))
+        )
+        # Cuts count towards the typical difference too: a video that flashes at every frame
+        # makes that its normal after a few frames, rather than a cut at every frame.
+        self._recent.append(difference)
+        self.cuts += cut
         return cut

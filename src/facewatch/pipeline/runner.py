@@ -82,6 +82,9 @@ class EmbedJob:
     bbox: tuple[float, float, float, float]
 
 
+#: Time ranges kept per (stream, person) for the summary's ``seen``, the latest.
+SEEN_RANGES_KEPT = 100
+
 #: Detection batches in flight at once (see ``Pipeline._detect_stage``). 2 overlaps one batch's
 #: letterboxing with another's inference, but on a 2-core CPU the second inference crowds out
 #: embedding: one paced stream's alert latency p95 went from 166 to 456 ms (benchmarks/pipeline.py).
@@ -327,6 +330,8 @@ class Pipeline:
         for frame in self.hub.close_stream(stream_id):
             self._on_dropped(frame, "removed")
         self._cuts.pop(stream_id, None)
+        for key in [key for key in self._seen if key[0] == stream_id]:
+            del self._seen[key]
         tracker = self._trackers.pop(stream_id, None)
         if tracker is not None:
             for track in tracker.flush():
@@ -874,6 +879,8 @@ class Pipeline:
         else:
             ranges.append([start, end])
             ranges.sort()
+            # A server runs for months: only the latest ranges of each person are kept.
+            del ranges[:-SEEN_RANGES_KEPT]
 
     # --- alerts ---------------------------------------------------------------------------------
 
