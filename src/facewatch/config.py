@@ -360,7 +360,7 @@ class PipelineSettings(Section):
         le=1.0,
         description="A track whose new embedding is less similar than this to the track's own "
         "evidence is split: the old track ends, the face starts a new one. Default: the "
-        "pack's (0.6 x its match threshold).",
+        "pack's (0.8 x its match threshold).",
     )
     cooldown_s: float = Field(
         30.0,
