@@ -2,19 +2,24 @@
 
 Every face the watchlist sees is compared with every enrolled person, so a stranger gets a name
 when their best score against N persons reaches the threshold. With ``p(t)`` the chance that a
-stranger's face scores at least ``t`` against one enrolled person (a person's score being the
-best over their templates, as the index computes it), the expected false-positive
-identification rate (FPIR) is::
+stranger's face scores at least ``t`` against one enrolled person with one template, the
+expected false-positive identification rate (FPIR) is::
 
     FPIR(t, N) = 1 - (1 - p(t)) ** N
 
-and the threshold for a target FPIR at N persons is the smallest ``t`` with
-``FPIR(t, N) <= target``. ``p`` is measured, per person, on photos of people who were never
-enrolled against people who were: a :class:`Calibration` keeps how many of those comparisons
-reached each similarity of a fine grid, and how many there were. A tail estimated from few
-comparisons is noise, so ``p`` is only trusted down to :data:`MIN_TAIL_COMPARISONS`
-comparisons; a target that needs a rarer tail is met as far as the data reaches, and
-:class:`ThresholdChoice` says so (``clamped``).
+and the threshold for a target FPIR at N is the smallest ``t`` with ``FPIR(t, N) <= target``.
+``p`` is measured on photos of people who were never enrolled against people who were, each
+enrolled with one photo: a :class:`Calibration` keeps how many of those comparisons reached
+each similarity of a fine grid, and how many there were. A tail estimated from few comparisons
+is noise, so ``p`` is only trusted down to :data:`MIN_TAIL_COMPARISONS` comparisons; a target
+that needs a rarer tail is met as far as the data reaches, and :class:`ThresholdChoice` says so
+(``clamped``).
+
+Persons with several templates: a person's score is the best over their templates, so each
+template is one more chance for a stranger. On the shared data (SFace, LFW strangers against
+persons enrolled with two photos) a two-template person was beaten 0.79-0.97 times as often as
+two one-template persons would be (templates of one person are only a little alike in how
+strangers score against them), so N counts templates: slightly conservative, never optimistic.
 
 Nothing here reads files: :mod:`facewatch.recognizer.calibration_files` loads and saves them.
 """
@@ -220,8 +225,9 @@ class MatchThreshold:
         source: fixed by the operator, calibrated, or the pack's.
         target_fpir: the FPIR asked for (``watchlist.target_fpir``).
         persons: enrolled persons the threshold was chosen for.
-        expected_fpir: what the calibration predicts at ``value`` and ``persons`` (None without
-            a calibration).
+        templates: their templates, each one chance for a stranger (the N of the FPIR).
+        expected_fpir: what the calibration predicts at ``value`` and ``templates`` (None
+            without a calibration).
         calibration: whose calibration (None without one).
         clamped: the calibration could not reach the target (see :class:`ThresholdChoice`).
         note: why the source is what it is, for people reading the status.
@@ -231,6 +237,7 @@ class MatchThreshold:
     source: ThresholdSource
     target_fpir: float
     persons: int
+    templates: int
     expected_fpir: float | None = None
     calibration: CalibrationOrigin | None = None
     clamped: bool = False
@@ -243,6 +250,7 @@ class MatchThreshold:
             "calibration": self.calibration.value if self.calibration else None,
             "target_fpir": self.target_fpir,
             "persons": self.persons,
+            "templates": self.templates,
             "expected_fpir": (
                 round_rate(self.expected_fpir) if self.expected_fpir is not None else None
             ),
@@ -259,6 +267,7 @@ def choose_threshold(
     origin: CalibrationOrigin | None,
     target_fpir: float,
     persons: int,
+    templates: int,
 ) -> MatchThreshold:
     """The threshold in effect: a fixed one wins, else the calibrated one, else the pack's.
 
@@ -269,11 +278,13 @@ def choose_threshold(
         origin: whose calibration it is.
         target_fpir: the FPIR asked for, in (0, 1).
         persons: enrolled persons the watchlist compares a face with.
+        templates: their templates (at least ``persons`` are counted).
     """
-    common = {"target_fpir": target_fpir, "persons": persons}
+    comparisons = max(templates, persons)
+    common = {"target_fpir": target_fpir, "persons": persons, "templates": templates}
     expected = (
-        calibration.expected_fpir(fixed if fixed is not None else pack_threshold, persons)
-        if calibration is not None and persons >= 1
+        calibration.expected_fpir(fixed if fixed is not None else pack_threshold, comparisons)
+        if calibration is not None
         else None
     )
     if fixed is not None:
@@ -303,12 +314,12 @@ def choose_threshold(
             f"{MIN_PERSONS} persons",
             **common,
         )
-    choice = calibration.threshold_for(target_fpir, persons)
+    choice = calibration.threshold_for(target_fpir, comparisons)
     note = ""
     if choice.clamped:
         note = (
             f"the calibration ({calibration.comparisons} comparisons) cannot resolve an FPIR of "
-            f"{target_fpir:g} at {persons} persons: the threshold is the highest it supports, "
+            f"{target_fpir:g} at {comparisons} templates: the threshold is the highest it supports, "
             "expected to give more false alarms than asked; run `facewatch calibrate` with "
             "more people"
         )
