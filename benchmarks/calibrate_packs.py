@@ -58,7 +58,7 @@ from facewatch.recognizer.calibrate import (
     labels_of,
     person_folders,
 )
-from facewatch.recognizer.calibration import Calibration, fpir
+from facewatch.recognizer.calibration import Calibration
 from facewatch.recognizer.calibration_files import pack_facts, write_calibration
 from facewatch.recognizer.engine import FaceEngine
 
@@ -147,7 +147,9 @@ def calibrate_pack(pack: str, faces: Path, scale: Path, args: argparse.Namespace
     }
     started = time.perf_counter()
     calibration = calibration_of(photos, person_ids, provenance)
-    progress(f"{pack}: {calibration.comparisons} comparisons in {time.perf_counter() - started:.1f} s")
+    progress(
+        f"{pack}: {calibration.comparisons} comparisons in {time.perf_counter() - started:.1f} s"
+    )
     if not args.no_write:
         write_calibration(OUT_DIR / f"{pack}.json", calibration)
     distractor_paths = sorted((scale / "distractors").iterdir())

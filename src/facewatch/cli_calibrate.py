@@ -53,9 +53,7 @@ def add_calibrate_command(commands: Any, data_dir: argparse.ArgumentParser) -> N
         type=float,
         help="FPIR the printed thresholds are for (default: watchlist.target_fpir)",
     )
-    sub.add_argument(
-        "--dry-run", action="store_true", help="measure and print, but do not save"
-    )
+    sub.add_argument("--dry-run", action="store_true", help="measure and print, but do not save")
     sub.set_defaults(handler=_calibrate)
 
 

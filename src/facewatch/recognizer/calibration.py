@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -165,7 +165,9 @@ class Calibration:
             clamped=clamped,
         )
 
-    def table(self, target_fpir: float, sizes: tuple[int, ...] = REPORTED_SIZES) -> list[dict[str, Any]]:
+    def table(
+        self, target_fpir: float, sizes: tuple[int, ...] = REPORTED_SIZES
+    ) -> list[dict[str, Any]]:
         """Thresholds for ``target_fpir`` at each size, JSON-ready."""
         rows = []
         for persons in sizes:
@@ -281,56 +283,52 @@ def choose_threshold(
         templates: their templates (at least ``persons`` are counted).
     """
     comparisons = max(templates, persons)
-    common = {"target_fpir": target_fpir, "persons": persons, "templates": templates}
     expected = (
         calibration.expected_fpir(fixed if fixed is not None else pack_threshold, comparisons)
         if calibration is not None
         else None
     )
+    pack = MatchThreshold(
+        pack_threshold,
+        ThresholdSource.PACK,
+        target_fpir,
+        persons,
+        templates,
+        expected_fpir=expected,
+        calibration=origin if calibration is not None else None,
+    )
     if fixed is not None:
-        return MatchThreshold(
-            fixed,
-            ThresholdSource.FIXED,
-            expected_fpir=expected,
-            calibration=origin if calibration else None,
+        return replace(
+            pack,
+            value=fixed,
+            source=ThresholdSource.FIXED,
             note="engine.match_threshold is set: it wins over the target FPIR",
-            **common,
         )
     if calibration is None:
-        return MatchThreshold(
-            pack_threshold,
-            ThresholdSource.PACK,
-            note="no calibration for this pack: its own threshold is used",
-            **common,
-        )
+        return replace(pack, note="no calibration for this pack: its own threshold is used")
     if persons < MIN_PERSONS:
-        return MatchThreshold(
-            pack_threshold,
-            ThresholdSource.PACK,
-            expected_fpir=expected,
-            calibration=origin,
+        return replace(
+            pack,
             note=f"{persons} enrolled person(s): against one person the pack's own threshold "
             "(made for 1:1 verification) is used; the calibrated one applies from "
             f"{MIN_PERSONS} persons",
-            **common,
         )
     choice = calibration.threshold_for(target_fpir, comparisons)
     note = ""
     if choice.clamped:
         note = (
             f"the calibration ({calibration.comparisons} comparisons) cannot resolve an FPIR of "
-            f"{target_fpir:g} at {comparisons} templates: the threshold is the highest it supports, "
-            "expected to give more false alarms than asked; run `facewatch calibrate` with "
-            "more people"
+            f"{target_fpir:g} at {comparisons} templates: the threshold is the highest it "
+            "supports, expected to give more false alarms than asked; run `facewatch "
+            "calibrate` with more people"
         )
-    return MatchThreshold(
-        choice.threshold,
-        ThresholdSource.CALIBRATED,
+    return replace(
+        pack,
+        value=choice.threshold,
+        source=ThresholdSource.CALIBRATED,
         expected_fpir=choice.expected_fpir,
-        calibration=origin,
         clamped=choice.clamped,
         note=note,
-        **common,
     )
 
 

@@ -104,7 +104,9 @@ THRESHOLD_CASES = {
 @pytest.mark.parametrize(
     ("target", "persons", "threshold", "clamped"), THRESHOLD_CASES.values(), ids=THRESHOLD_CASES
 )
-def test_threshold_for_a_target(target: float, persons: int, threshold: float, clamped: bool) -> None:
+def test_threshold_for_a_target(
+    target: float, persons: int, threshold: float, clamped: bool
+) -> None:
     calibration = tail(100_000, LADDER)
     choice = calibration.threshold_for(target, persons)
     assert choice.threshold == pytest.approx(threshold)
