@@ -249,7 +249,7 @@ class Watchlist:
                 missing,
                 self.pack_id,
             )
-        self._recount_persons()
+        self._recount_enrolled()
         if self.loaded_from != "snapshot" or stale:
             self._schedule_snapshot()
 
@@ -319,7 +319,7 @@ class Watchlist:
                 self.index.clear()
                 self.index.add(rows.face_ids, rows.person_ids, rows.vectors)
             self.applied_version = version
-            self._recount_persons()
+            self._recount_enrolled()
             return len(rows.face_ids)
         wanted = self.store.embedded_face_ids(self.pack_id)
         present = self.index.face_ids()
@@ -334,7 +334,7 @@ class Watchlist:
         self.applied_version = version
         if len(missing) or len(extra):
             log.info("index synced: %d rows added, %d removed", len(missing), len(extra))
-            self._recount_persons()
+            self._recount_enrolled()
         return int(len(missing) + len(extra))
 
     def _apply_change(self, change: Change) -> None:
@@ -352,7 +352,7 @@ class Watchlist:
         else:
             # Someone else (another process) wrote in between: fetch what we have not seen.
             self._sync_locked(full=False)
-        self._recount_persons()
+        self._recount_enrolled()
         self._schedule_snapshot()
 
     # --- snapshots ----------------------------------------------------------------------------
@@ -719,7 +719,7 @@ class Watchlist:
             templates=templates,
         )
 
-    def _recount_persons(self) -> None:
+    def _recount_enrolled(self) -> None:
         """Count persons and templates after the index changed; choose the threshold again.
 
         Runs where writes and syncs run (never on the event loop); a store that does not answer

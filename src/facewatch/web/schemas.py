@@ -232,7 +232,10 @@ class MatchThreshold(BaseModel):
         description="The calibration cannot resolve the target at this size: the threshold is "
         "the highest it supports and expected_fpir exceeds the target."
     )
-    note: str = Field(description="Why the source is what it is (empty when calibrated).")
+    note: str = Field(
+        description="Why the source is what it is; empty when the calibrated threshold meets "
+        "the target."
+    )
 
 
 class WatchlistStatus(BaseModel):
