@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LOCAL_DIR = "calibration"
 #: Largest calibration file read, in bytes (a real one is a few kB).
 MAX_FILE_BYTES = 1 << 20
+_COUNTS_PLACEHOLDER = "@counts@"
 
 
 def pack_facts(pack: ModelPack) -> dict[str, str]:
@@ -114,9 +115,16 @@ def read_calibration(path: Path) -> Calibration:
 
 
 def write_calibration(path: Path, calibration: Calibration) -> None:
-    """Write a calibration atomically (readers see the old file or the new one)."""
-    text = json.dumps(calibration.to_dict(), indent=1) + "\n"
-    atomic_write(path, text.encode())
+    """Write a calibration atomically (readers see the old file or the new one).
+
+    Indented for people to read, but the counts on one line: a thousand lines of one number
+    each would hide the rest.
+    """
+    data = calibration.to_dict()
+    counts = data["scores"]["exceed"]
+    data["scores"]["exceed"] = _COUNTS_PLACEHOLDER
+    text = json.dumps(data, indent=1).replace(f'"{_COUNTS_PLACEHOLDER}"', json.dumps(counts))
+    atomic_write(path, (text + "\n").encode())
 
 
 def _shipped() -> Iterator[Calibration]:
