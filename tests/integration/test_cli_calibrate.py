@@ -59,6 +59,11 @@ def test_too_few_people_keep_the_packs_default(
     missing = facewatch("calibrate", tmp_path / "nowhere", cache=model_cache, data_dir=data_dir)
     assert missing.returncode == 1 and "is not a folder" in missing.stderr
 
+    wrong = facewatch(
+        "calibrate", folder, "--target-fpir", "1.5", cache=model_cache, data_dir=data_dir
+    )
+    assert wrong.returncode == 1 and "between 0 and 1" in wrong.stderr
+
 
 @pytest.mark.slow
 def test_calibrate_saves_what_the_status_then_uses(
