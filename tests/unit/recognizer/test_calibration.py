@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from facewatch.recognizer.calibrate import first_found, labels_of
 from facewatch.recognizer.calibration import (
     FORMAT,
     GRID_POINTS,
@@ -322,3 +324,39 @@ def test_rates_are_rounded_to_what_the_counts_support() -> None:
     )
     assert chosen.as_dict()["expected_fpir"] == float(f"{chosen.expected_fpir:.3g}")
     assert not math.isnan(chosen.as_dict()["expected_fpir"])
+
+
+# --- labelling folders of photos ----------------------------------------------------------------
+
+
+def test_labels_follow_the_people_in_order() -> None:
+    people = {"ann": [Path("a1"), Path("a2")], "bob": [Path("b1")], "cy": [Path("c1"), Path("c2")]}
+    paths, ids = labels_of(people)
+    assert paths == [Path(p) for p in ("a1", "a2", "b1", "c1", "c2")]
+    assert ids.tolist() == [0, 0, 1, 2, 2]
+
+
+# (person of each photo, face found, templates: each person's first photo with a face)
+TEMPLATE_PICKS = {
+    "first photos": ([0, 0, 1, 1], [True, True, True, True], [True, False, True, False]),
+    "a faceless first photo passes to the next": (
+        [0, 0, 1, 1],
+        [False, True, True, True],
+        [False, True, True, False],
+    ),
+    "a person without any face has no template": (
+        [0, 1, 1],
+        [False, True, True],
+        [False, True, False],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("persons", "found", "templates"), TEMPLATE_PICKS.values(), ids=TEMPLATE_PICKS
+)
+def test_each_person_is_enrolled_with_their_first_usable_photo(
+    persons: list[int], found: list[bool], templates: list[bool]
+) -> None:
+    chosen = first_found(np.array(persons, np.int64), np.array(found))
+    assert chosen.tolist() == templates
