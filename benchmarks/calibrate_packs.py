@@ -53,8 +53,9 @@ from facewatch import __version__
 from facewatch.config import load_settings
 from facewatch.recognizer.calibrate import (
     EmbeddedPhotos,
+    Pick,
     calibration_of,
-    embed_largest,
+    embed_photos,
     labels_of,
     person_folders,
 )
@@ -126,16 +127,22 @@ def calibrate_pack(pack: str, faces: Path, scale: Path, args: argparse.Namespace
     )
     engine = FaceEngine.load(settings.engine)
     # One pool of people: the two sets hold no one in common (faces_scale left them out).
-    people = {f"faces/{k}": v for k, v in person_folders(faces / "identities").items()}
-    people |= {f"faces_scale/{k}": v for k, v in person_folders(scale / "identities").items()}
-    paths, person_ids = labels_of(people)
-    photos = cached_embeddings(engine, paths, args.cache_dir, f"{pack}-identities")
+    shared = {f"faces/{k}": v for k, v in person_folders(faces / "identities").items()}
+    lfw = {f"faces_scale/{k}": v for k, v in person_folders(scale / "identities").items()}
+    paths, person_ids = labels_of(shared | lfw)
+    # LFW photos are cropped around their subject: the largest face can be someone beside them
+    # (a couple, two swimmers), who would count as a stranger scoring 0.6-0.9 against themself.
+    photos = joined(
+        cached_embeddings(engine, labels_of(shared)[0], args, f"{pack}-faces", "largest"),
+        cached_embeddings(engine, labels_of(lfw)[0], args, f"{pack}-faces_scale", "central"),
+    )
     provenance = {
         "pack": pack_facts(engine.pack),
         "data": {
             "sets": ["faces/identities", "faces_scale/identities"],
-            "people": len(people),
+            "people": len(shared) + len(lfw),
             "photos": len(paths),
+            "face_used": {"faces": "largest", "faces_scale": "nearest the centre"},
             "unreadable": len(photos.unreadable),
             "no_face": photos.no_face,
             "templates_per_person": 1,
@@ -153,7 +160,9 @@ def calibrate_pack(pack: str, faces: Path, scale: Path, args: argparse.Namespace
     if not args.no_write:
         write_calibration(OUT_DIR / f"{pack}.json", calibration)
     distractor_paths = sorted((scale / "distractors").iterdir())
-    distractors = cached_embeddings(engine, distractor_paths, args.cache_dir, f"{pack}-distractors")
+    distractors = cached_embeddings(
+        engine, distractor_paths, args, f"{pack}-distractors", "central"
+    )
     gallery = first_photos(scale, photos, paths)
     return {
         "pack_id": engine.pack.id,
@@ -245,12 +254,22 @@ def _versus(measured: float, predicted: float, strangers: int) -> dict[str, Any]
 # --- the embedding cache ------------------------------------------------------------------------
 
 
+def joined(first: EmbeddedPhotos, second: EmbeddedPhotos) -> EmbeddedPhotos:
+    return EmbeddedPhotos(
+        first.paths + second.paths,
+        np.concatenate([first.embeddings, second.embeddings]),
+        np.concatenate([first.found, second.found]),
+        {**first.unreadable, **second.unreadable},
+    )
+
+
 def cached_embeddings(
-    engine: FaceEngine, paths: list[Path], cache_dir: Path, label: str
+    engine: FaceEngine, paths: list[Path], args: argparse.Namespace, label: str, pick: Pick
 ) -> EmbeddedPhotos:
-    """:func:`embed_largest` of ``paths``, from the cache when nothing it depends on changed."""
-    key = _cache_key(engine, paths)
-    target = cache_dir / f"{label}-{key[:16]}.npz"
+    """:func:`embed_photos` of ``paths``, from the cache when nothing it depends on changed."""
+    cache_dir: Path = args.cache_dir
+    key = _cache_key(engine, paths, pick)
+    target = cache_dir / f"{label}-{pick}-{key[:16]}.npz"
     if target.is_file():
         with np.load(target, allow_pickle=False) as saved:
             unreadable = json.loads(str(saved["unreadable"]))
@@ -258,7 +277,7 @@ def cached_embeddings(
             return EmbeddedPhotos(paths, saved["embeddings"], saved["found"], unreadable)
     progress(f"{label}: embedding {len(paths)} photos")
     started = time.perf_counter()
-    photos = embed_largest(engine, paths, _every_tenth(label))
+    photos = embed_photos(engine, paths, _every_tenth(label), pick=pick)
     progress(f"{label}: {time.perf_counter() - started:.0f} s")
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".tmp.npz")
@@ -272,8 +291,8 @@ def cached_embeddings(
     return photos
 
 
-def _cache_key(engine: FaceEngine, paths: list[Path]) -> str:
-    digest = hashlib.sha256()
+def _cache_key(engine: FaceEngine, paths: list[Path], pick: Pick) -> str:
+    digest = hashlib.sha256(pick.encode())
     digest.update(engine.pack.detector.sha256.encode())
     digest.update(engine.pack.recognizer.sha256.encode())
     digest.update(repr(engine.settings.detection_size).encode())

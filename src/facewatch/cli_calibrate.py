@@ -26,7 +26,7 @@ from facewatch import __version__
 from facewatch.config import Settings
 from facewatch.recognizer.calibrate import (
     calibration_of,
-    embed_largest,
+    embed_photos,
     labels_of,
     person_folders,
 )
@@ -86,7 +86,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
         bar.n = done
         bar.refresh()
 
-    photos = embed_largest(engine, paths, progress)
+    photos = embed_photos(engine, paths, progress)
     bar.close()
     for source, reason in photos.unreadable.items():
         print(f"facewatch: skipped {source}: {reason}", file=sys.stderr)

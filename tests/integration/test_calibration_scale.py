@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facewatch.recognizer.calibrate import embed_largest
+from facewatch.recognizer.calibrate import embed_photos
 from facewatch.recognizer.calibration_files import load_calibration
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.recognizer.packs import SFACE_THRESHOLD
@@ -31,10 +31,11 @@ def test_predicted_fpir_holds_on_unseen_strangers(
     calibration, _ = load_calibration(engine.pack, Path("/nonexistent"))
     assert calibration is not None
     people = sorted(p for p in (faces_scale_dir / "identities").iterdir() if p.is_dir())
-    gallery = embed_largest(engine, [sorted(p.iterdir())[0] for p in people[:GALLERY]])
-    strangers = embed_largest(
-        engine, sorted((faces_scale_dir / "distractors").iterdir())[:STRANGERS]
-    )
+    # LFW photos are cropped around their subject: the face nearest the centre is theirs.
+    firsts = [sorted(p.iterdir())[0] for p in people[:GALLERY]]
+    gallery = embed_photos(engine, firsts, pick="central")
+    distractors = sorted((faces_scale_dir / "distractors").iterdir())[:STRANGERS]
+    strangers = embed_photos(engine, distractors, pick="central")
     assert gallery.found.all() and strangers.found.all()
     best = (strangers.embeddings @ gallery.embeddings.T).max(axis=1)
 

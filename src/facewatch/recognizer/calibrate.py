@@ -3,8 +3,10 @@
 Each person is enrolled with their first photo (in name order), and every photo that held a
 face is compared with every other person: the best of those scores per (photo, person) pair is
 one non-mated comparison (see :func:`~facewatch.recognizer.calibration.non_mated_person_scores`).
-The largest face of a photo is the one used. Unreadable photos and photos without a face are
-skipped and counted. Used by ``facewatch calibrate`` and ``benchmarks/calibrate_packs.py``.
+One face per photo: the largest (the enrollment convention), or the one nearest the centre for
+photo sets cropped around their subject (LFW), where the largest can be someone beside them.
+Unreadable photos and photos without a face are skipped and counted. Used by
+``facewatch calibrate`` and ``benchmarks/calibrate_packs.py``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from facewatch.errors import ImageError
 from facewatch.images import read_image
+from facewatch.pipeline.types import Faces
 from facewatch.recognizer.calibration import (
     MIN_PEOPLE,
     Calibration,
@@ -32,11 +36,13 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 BATCH = 16
 
 Progress = Callable[[int, int], None]
+#: Which face of a photo stands for its person.
+Pick = Literal["largest", "central"]
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedPhotos:
-    """The largest face of each photo.
+    """One face of each photo (see :data:`Pick`).
 
     Attributes:
         paths: (M,) the photos, in the order given.
@@ -71,10 +77,22 @@ def person_folders(root: Path) -> dict[str, list[Path]]:
     return people
 
 
-def embed_largest(
-    engine: FaceEngine, paths: Sequence[Path], progress: Progress | None = None
+def embed_photos(
+    engine: FaceEngine,
+    paths: Sequence[Path],
+    progress: Progress | None = None,
+    *,
+    pick: Pick = "largest",
 ) -> EmbeddedPhotos:
-    """Embed the largest face of each photo, :data:`BATCH` photos per engine call."""
+    """Embed one face of each photo, :data:`BATCH` photos per engine call.
+
+    Args:
+        engine: the pack to calibrate.
+        paths: the photos.
+        progress: called with (photos done, photos) after each batch.
+        pick: ``largest``: the face with the largest box; ``central``: the face whose box
+            centre is nearest the image centre.
+    """
     embeddings = np.zeros((len(paths), engine.embedding_dim), np.float32)
     found = np.zeros(len(paths), bool)
     unreadable: dict[str, str] = {}
@@ -87,13 +105,23 @@ def embed_largest(
                 rows.append(row)
             except ImageError as exc:
                 unreadable[str(paths[row])] = exc.message
-        for row, faces in zip(rows, engine.embed(images) if images else [], strict=True):
+        for row, image, faces in zip(
+            rows, images, engine.embed(images) if images else [], strict=True
+        ):
             if len(faces) and faces.embedding is not None:
-                embeddings[row] = faces.embedding[faces.largest()]
+                chosen = faces.largest() if pick == "largest" else _central(faces, image.shape)
+                embeddings[row] = faces.embedding[chosen]
                 found[row] = True
         if progress is not None:
             progress(min(start + BATCH, len(paths)), len(paths))
     return EmbeddedPhotos(list(paths), embeddings, found, unreadable)
+
+
+def _central(faces: Faces, shape: tuple[int, ...]) -> int:
+    """Row of the face whose box centre is nearest the centre of an image of ``shape`` (h, w)."""
+    centres = (faces.xyxy[:, :2] + faces.xyxy[:, 2:]) / 2
+    middle = np.array([shape[1] / 2, shape[0] / 2])
+    return int(np.argmin(np.linalg.norm(centres - middle, axis=1)))
 
 
 def labels_of(people: Mapping[str, Sequence[Path]]) -> tuple[list[Path], NDArray[np.int64]]:
