@@ -4,8 +4,9 @@ Photo 1 of the first 100 people of ``faces_scale/identities`` is the gallery; th
 single-photo strangers of ``faces_scale/distractors`` (left out of the calibration) probe it.
 Measured on 2026-12-03 (offline default pack, the face nearest each photo's centre): at the
 pack's 0.363, 28 of 300 named (9.3 %; predicted 9.9 %); at the calibrated threshold for 5 %
-(0.382), 13 (4.3 %; predicted 4.9 %); at the calibrated threshold for 1 % (0.423), 1 (0.3 %). ``benchmarks/calibrate_packs.py`` runs the
-same check on all 2,000 strangers at 10, 100 and 694 people.
+(0.382), 13 (4.3 %; predicted 4.9 %); at the calibrated threshold for 1 % (0.423), 1 (0.3 %).
+``benchmarks/calibrate_packs.py`` runs the same check on all 2,000 strangers at 10, 100 and 694
+people.
 """
 
 from __future__ import annotations
