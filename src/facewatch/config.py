@@ -297,6 +297,15 @@ class WatchlistSettings(Section):
         description="Cosine similarity to one of the person's templates above which a photo "
         "is a duplicate.",
     )
+    target_fpir: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="False-positive identification rate wanted: the share of faces of people "
+        "who are not enrolled that may get a name. The match threshold follows from the model "
+        "pack's calibration and the number of enrolled persons; a set engine.match_threshold "
+        "wins over it.",
+    )
 
 
 class PipelineSettings(Section):
