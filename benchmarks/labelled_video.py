@@ -73,7 +73,10 @@ MIN_SHOWN_FACE_PX = 80.0
 #: Enrolled people come from identities with at least this many photos (one shown, >= 2 enrolled).
 MIN_PHOTOS = 3
 #: Photos that are copies of another photo of the same person (mirrored): never shown beside it.
-TWINS = {"angelina_jolie/8.jpg": "angelina_jolie/9.jpg", "angelina_jolie/9.jpg": "angelina_jolie/8.jpg"}
+TWINS = {
+    "angelina_jolie/8.jpg": "angelina_jolie/9.jpg",
+    "angelina_jolie/9.jpg": "angelina_jolie/8.jpg",
+}
 LABELS_CSV = Path(__file__).resolve().parent / "data" / "hamilton_labels.csv"
 HAMILTON = "videos/fr_short_hamilton_clip.mp4"
 
@@ -589,7 +592,9 @@ def draw_frame(
             occluded = True
         if visible > 0:
             truth.append(
-                FaceTruth(face.label, tuple(round(v, 1) for v in shown), round(visible, 3), occluded)
+                FaceTruth(
+                    face.label, tuple(round(v, 1) for v in shown), round(visible, 3), occluded
+                )
             )
     return frame, tuple(truth)
 
@@ -614,7 +619,9 @@ def encode(frames: Sequence[Image], path: Path, fps: int) -> None:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "facewatch-labelled-videos")
+    return Path(
+        os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "facewatch-labelled-videos"
+    )
 
 
 def inputs_digest(faces_root: Path, scale_root: Path) -> str:
@@ -726,7 +733,9 @@ def hamilton_video(faces_root: Path, labels: Path = LABELS_CSV) -> LabelledVideo
         )
     persons = tuple(dict.fromkeys(row["person"] for row in rows))
     cuts = tuple(
-        i for i in range(1, frames) if {t.label for t in truth[i]} != {t.label for t in truth[i - 1]}
+        i
+        for i in range(1, frames)
+        if {t.label for t in truth[i]} != {t.label for t in truth[i - 1]}
     )
     return LabelledVideo(
         name="hamilton",
