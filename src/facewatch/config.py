@@ -340,6 +340,28 @@ class PipelineSettings(Section):
     track_max_age_s: float = Field(
         1.0, gt=0.0, description="A track unseen for this long has ended."
     )
+    track_max_scale_change: float = Field(
+        1.4,
+        ge=1.0,
+        description="A face's box may grow or shrink by at most this factor in 0.2 s (more "
+        "over longer gaps) and stay the same track; a bigger jump starts a new track.",
+    )
+    scene_cut_difference: float = Field(
+        0.07,
+        ge=0.0,
+        le=1.0,
+        description="Mean grey difference (0..1) of consecutive frames' thumbnails at which a "
+        "frame is a scene cut (also at least 3x the stream's recent differences); every track "
+        "of the stream ends there. 0: no cut detection.",
+    )
+    split_similarity: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="A track whose new embedding is less similar than this to the track's own "
+        "evidence is split: the old track ends, the face starts a new one. Default: the "
+        "pack's (0.6 x its match threshold).",
+    )
     cooldown_s: float = Field(
         30.0,
         ge=0.0,

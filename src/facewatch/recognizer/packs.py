@@ -83,6 +83,11 @@ class DetectorSpec:
     licence: str
 
 
+#: :attr:`RecognizerSpec.split_similarity` as a fraction of the match threshold; measured on the
+#: tracks of fr_short_hamilton_clip.mp4 and the cut videos of benchmarks/recognition_video.py.
+SPLIT_FRACTION = 0.6
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerSpec:
     """A recognizer model file and its input convention.
@@ -101,6 +106,16 @@ class RecognizerSpec:
     rgb: bool
     alignment: str
     match_threshold: float
+
+    @property
+    def split_similarity(self) -> float:
+        """Cosine similarity below which a face is not the person its track has shown so far.
+
+        Within one track the faces are seconds apart, in the same light and camera, so the same
+        person's embeddings agree far better than two photos of them do; a fraction of the
+        match threshold is already well below that and far above two strangers' agreement.
+        """
+        return SPLIT_FRACTION * self.match_threshold
 
 
 @dataclass(frozen=True, slots=True)
