@@ -440,14 +440,12 @@ def goals(total: dict[str, Any]) -> dict[str, bool]:
 
 
 def alert_frame(alert: Alert, frame_at: FrameClock) -> int | None:
-    """The video frame an alert is about: its frame index, else its media time, else its ``ts``
-    (the wall-clock time the frame was decoded, which the live metadata carries too)."""
-    index = getattr(alert, "frame_index", None)
-    if index is not None:
-        return int(index)
-    pts = getattr(alert, "pts_s", None)
-    if pts is not None:
-        return frame_at.by_pts.get(round(float(pts), 4))
+    """The video frame an alert is about: its ``frame_index``, else the processed frame of its
+    ``pts_s``, else of its ``ts`` (the wall-clock time the frame was decoded)."""
+    if alert.frame_index is not None:
+        return alert.frame_index
+    if alert.pts_s is not None:
+        return frame_at.by_pts.get(round(alert.pts_s, 3))
     return frame_at.by_ts.get(alert.ts)
 
 
@@ -481,7 +479,7 @@ async def _watch(
                     for face in live.faces
                 ]
                 frame_at.by_ts[live.captured_at] = live.seq
-                frame_at.by_pts[round(live.pts_s, 4)] = live.seq
+                frame_at.by_pts[round(live.pts_s, 3)] = live.seq
 
         collector = asyncio.create_task(collect())
         config = StreamConfig(url=str(video.path), name=video.name, loop=False, realtime=paced)
