@@ -363,6 +363,14 @@ class PipelineSettings(Section):
         "frame is a scene cut (also at least 3x the stream's recent differences); every track "
         "of the stream ends there. 0: no cut detection.",
     )
+    scene_cut_colour_distance: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Bhattacharyya distance (0..1) of consecutive frames' hue-saturation "
+        "histograms at which a frame is a scene cut too (also at least 3x the stream's recent "
+        "distances): catches cuts between shots of the same brightness. 0: grey test only.",
+    )
     split_similarity: float | None = Field(
         None,
         ge=-1.0,

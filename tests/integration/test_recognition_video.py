@@ -14,7 +14,6 @@ truth (``benchmarks/labelled_video.py``):
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -36,17 +35,7 @@ import recognition_video  # noqa: E402
 from labelled_video import LabelledVideo  # noqa: E402
 from recognition_video import Run  # noqa: E402
 
-SCALE_ENV = "FACEWATCH_TEST_FACES_SCALE"
 HAMILTON_NAMED = {"lin_manuel_miranda", "alex_lacamoire", "barack_obama"}
-
-
-@pytest.fixture(scope="session")
-def faces_scale_dir(faces_dir: Path) -> Path:
-    """The faces_scale set (its distractors are the clips' strangers), or skip."""
-    root = Path(os.environ.get(SCALE_ENV) or faces_dir.parent / "faces_scale")
-    if not (root / "SOURCES.md").is_file():
-        pytest.skip(f"faces_scale data not found at {root} (set {SCALE_ENV} to its folder)")
-    return root
 
 
 def pipeline_settings(data_dir: Path, engine_settings: EngineSettings) -> Settings:

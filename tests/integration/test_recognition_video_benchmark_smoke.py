@@ -27,10 +27,13 @@ GOALS = {
 
 
 @pytest.fixture(scope="module")
-def quick_run(faces_dir: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    scale = Path(os.environ.get("FACEWATCH_TEST_FACES_SCALE") or faces_dir.parent / "faces_scale")
-    if not (scale / "distractors").is_dir():
-        pytest.skip(f"faces_scale data not found at {scale} (set FACEWATCH_TEST_FACES_SCALE)")
+def quick_run(
+    faces_dir: Path,
+    faces_scale_dir: Path,
+    model_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    scale = faces_scale_dir
     out = tmp_path_factory.mktemp("recognition-video") / "figures.json"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FACE_AI_")},

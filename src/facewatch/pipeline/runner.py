@@ -43,7 +43,7 @@ from facewatch.config import Settings
 from facewatch.errors import FacewatchError
 from facewatch.pipeline.alerts import Alert, AlertBus, SnapshotWriter, Subscription, new_alert_id
 from facewatch.pipeline.batcher import BatchPolicy, next_batch
-from facewatch.pipeline.cuts import CutConfig, SceneCuts, thumbnail
+from facewatch.pipeline.cuts import CutConfig, SceneCuts, Thumbnail, thumbnail
 from facewatch.pipeline.identity import (
     Decision,
     EmbedPolicy,
@@ -92,7 +92,7 @@ SEEN_RANGES_KEPT = 100
 DETECT_DEPTH = 1
 
 #: Per frame its faces, their aligned crops and the frame's thumbnail (for scene cuts).
-Detected = tuple[Faces, NDArray[np.uint8], NDArray[np.float32]]
+Detected = tuple[Faces, NDArray[np.uint8], Thumbnail]
 DetectResult = tuple[list[Detected], float]
 #: A batch's frames and its running detection.
 DetectJob = tuple[list[Frame], "asyncio.Future[DetectResult]"]
@@ -216,7 +216,10 @@ class Pipeline:
             max_scale_change=self.config.track_max_scale_change,
         )
         self._trackers: dict[str, Tracker] = {}
-        self._cut_config = CutConfig(min_difference=self.config.scene_cut_difference)
+        self._cut_config = CutConfig(
+            min_difference=self.config.scene_cut_difference,
+            min_colour_distance=self.config.scene_cut_colour_distance,
+        )
         self._cuts: dict[str, SceneCuts] = {}
         self._split_similarity = (
             self.config.split_similarity
@@ -577,7 +580,7 @@ class Pipeline:
         return found, time.perf_counter() - started
 
     async def _track(
-        self, frame: Frame, faces: Faces, crops: NDArray[np.uint8], thumb: NDArray[np.float32]
+        self, frame: Frame, faces: Faces, crops: NDArray[np.uint8], thumb: Thumbnail
     ) -> None:
         started = time.perf_counter()
         stream_id = frame.stream_id
