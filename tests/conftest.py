@@ -15,6 +15,7 @@ from facewatch.recognizer.engine import FaceEngine
 
 REPO = Path(__file__).resolve().parents[1]
 FACES_ENV = "FACEWATCH_TEST_FACES"
+FACES_SCALE_ENV = "FACEWATCH_TEST_FACES_SCALE"
 
 # Hypothesis keeps caches beside its example database; none of it belongs in the checkout.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "facewatch-hypothesis")
@@ -30,6 +31,15 @@ def faces_dir() -> Path:
     root = faces_root()
     if not (root / "SOURCES.md").is_file():
         pytest.skip(f"shared face data not found at {root} (set {FACES_ENV} to its folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def faces_scale_dir() -> Path:
+    """The watchlist-sized set: $FACEWATCH_TEST_FACES_SCALE or ../shared/data/faces_scale."""
+    root = Path(os.environ.get(FACES_SCALE_ENV) or REPO.parent / "shared" / "data" / "faces_scale")
+    if not (root / "SOURCES.md").is_file():
+        pytest.skip(f"faces_scale data not found at {root} (set {FACES_SCALE_ENV} to its folder)")
     return root
 
 

@@ -1,5 +1,6 @@
 """Command line: ``facewatch doctor|detect|embed|verify|demo|config``, the watchlist commands
-of :mod:`facewatch.cli_watchlist` and ``watch`` (:mod:`facewatch.cli_watch`).
+of :mod:`facewatch.cli_watchlist`, ``calibrate`` (:mod:`facewatch.cli_calibrate`) and ``watch``
+(:mod:`facewatch.cli_watch`).
 
 Every command writes JSON lines on stdout (one object per image, or one object) and logs on
 stderr. Bad input gives a one-line ``facewatch: error: ...`` on stderr and a non-zero exit code:
@@ -23,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from facewatch import __version__
+from facewatch.cli_calibrate import add_calibrate_command
 from facewatch.cli_serve import add_serve_command
 from facewatch.cli_users import add_user_commands
 from facewatch.cli_watch import add_watch_command
@@ -123,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config)
 
     add_commands(commands, data_dir)
+    add_calibrate_command(commands, data_dir)
     add_user_commands(commands, data_dir)
     add_watch_command(commands, data_dir)
     add_serve_command(commands, data_dir)
@@ -380,7 +383,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 "gallery": list(DEMO_GALLERY),
                 "faces": sum(len(f) for f in found),
                 "recognised": recognised,
-                "threshold": engine.match_threshold,
+                "threshold": status["threshold"],
                 "watchlist": {
                     "store": status["store"]["url"],
                     "persons": status["store"]["persons"],

@@ -307,6 +307,15 @@ class WatchlistSettings(Section):
         description="Cosine similarity to one of the person's templates above which a photo "
         "is a duplicate.",
     )
+    target_fpir: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="False-positive identification rate wanted: the share of faces of people "
+        "who are not enrolled that may get a name. The match threshold follows from the model "
+        "pack's calibration and the number of enrolled persons; a set engine.match_threshold "
+        "wins over it.",
+    )
 
 
 class PipelineSettings(Section):
@@ -349,6 +358,36 @@ class PipelineSettings(Section):
     )
     track_max_age_s: float = Field(
         1.0, gt=0.0, description="A track unseen for this long has ended."
+    )
+    track_max_scale_change: float = Field(
+        1.4,
+        ge=1.0,
+        description="A face's box may grow or shrink by at most this factor in 0.2 s (more "
+        "over longer gaps) and stay the same track; a bigger jump starts a new track.",
+    )
+    scene_cut_difference: float = Field(
+        0.07,
+        ge=0.0,
+        le=1.0,
+        description="Mean grey difference (0..1) of consecutive frames' thumbnails at which a "
+        "frame is a scene cut (also at least 3x the stream's recent differences); every track "
+        "of the stream ends there. 0: no cut detection.",
+    )
+    scene_cut_colour_distance: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Bhattacharyya distance (0..1) of consecutive frames' hue-saturation "
+        "histograms at which a frame is a scene cut too (also at least 3x the stream's recent "
+        "distances): catches cuts between shots of the same brightness. 0: grey test only.",
+    )
+    split_similarity: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="A track whose new embedding is less similar than this to the track's own "
+        "evidence is split: the old track ends, the face starts a new one. Default: the "
+        "pack's (0.8 x its match threshold).",
     )
     cooldown_s: float = Field(
         30.0,

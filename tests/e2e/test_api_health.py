@@ -145,6 +145,8 @@ def test_the_detailed_report_covers_machine_engine_index_and_streams(
     assert report["gpu"]["on_gpu"] == {"detector": False, "recognizer": False}
     assert report["engine"]["embedding_dim"] == server.services.engine.embedding_dim
     assert report["watchlist"]["ok"] is True
+    assert report["matching"] == report["watchlist"]["matching"]
+    assert report["matching"]["threshold"] == server.services.watchlist.threshold
     assert report["watchlist"]["index"]["backend"] == "faiss"
     streams = {s["id"]: s for s in report["streams"]}
     assert streams[processed_clip]["state"] == "ended"

@@ -309,6 +309,16 @@ def test_status_reports_the_store_and_index(viewer: httpx.Client, kit: dict[str,
     assert status["store"]["persons"] >= 1 and status["store"]["faces"] >= 2
     assert status["index"]["backend"] == "faiss" and status["index"]["count"] >= 2
     assert status["store"]["dialect"] == "sqlite"
+    # The threshold in effect, where it comes from and what it is expected to give.
+    matching = status["matching"]
+    assert matching["threshold"] == status["threshold"]
+    assert matching["persons"] == status["store"]["persons"]
+    assert matching["templates"] == status["store"]["faces"]
+    assert matching["target_fpir"] == 0.01 and matching["calibration"] == "shipped"
+    if matching["persons"] >= 2:
+        assert matching["source"] == "calibrated" and matching["expected_fpir"] <= 0.01
+    else:
+        assert matching["source"] == "pack" and matching["threshold"] == 0.363
 
 
 def test_only_operators_change_the_watchlist_and_only_admins_reset_it(

@@ -87,6 +87,21 @@ async def test_alerts_name_the_performers_and_no_distractor(
                 assert path.resolve().is_relative_to(watch_settings.data_dir.resolve())
                 assert path.read_bytes()[:3] == b"\xff\xd8\xff"
 
+    # Alerts say where in the video: the media time and number of their frame, which agree.
+    for alert in alerts:
+        assert alert.pts_s is not None and 0.0 <= alert.pts_s <= HAMILTON_FRAMES / 29.97
+        if alert.type == "ended":
+            assert alert.frame_index is None
+        else:
+            assert alert.frame_index is not None
+            assert abs(alert.frame_index / 29.97 - alert.pts_s) < 0.05, alert
+    # The summary says when each named person was on screen: every match lies in a range.
+    seen = {item["person"]: item["ranges"] for item in summary["seen"]}
+    assert PERFORMERS <= set(seen), summary["seen"]
+    for alert in alerts:
+        if alert.type == "match":
+            assert any(start <= alert.pts_s <= end for start, end in seen[alert.person]), alert  # type: ignore[index, operator]
+
     # A file read without pacing is processed whole: nothing dropped.
     stream = summary["streams"]["hamilton"]
     assert stream["state"] == "ended"
@@ -141,6 +156,10 @@ def test_watch_command_prints_alerts_and_a_summary(
             "snapshot",
         ]
     assert PERFORMERS <= {a["person"] for a in alerts if a["type"] == "match"}
+    assert all(isinstance(a["pts_s"], float) for a in alerts)
+    ranges = {item["person"]: item["ranges"] for item in summary["seen"]}
+    assert PERFORMERS <= set(ranges), summary["seen"]
+    assert all(0 <= start <= end for spans in ranges.values() for start, end in spans)
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ def test_defaults() -> None:
         ("FACE_AI_DEBUG", "true", ("debug",), True),
         ("FACE_AI_ENGINE__NMS_THRESHOLD", "0.3", ("engine", "nms_threshold"), 0.3),
         ("FACE_AI_ENGINE__DETECTION_SIZE", "320,320", ("engine", "detection_size"), (320, 320)),
+        ("FACE_AI_WATCHLIST__TARGET_FPIR", "0.001", ("watchlist", "target_fpir"), 0.001),
     ],
 )
 def test_environment_names(
@@ -75,6 +76,8 @@ def test_environment_names(
         ("FACE_AI_MODEL_SHA256", "abc", "FACE_AI_MODEL_SHA256"),
         ("FACE_AI_MODEL_NAEM", "buffalo_l", "FACE_AI_MODEL_NAEM"),
         ("FACE_AI_ENGINE__BOGUS", "1", "FACE_AI_ENGINE__BOGUS"),
+        ("FACE_AI_WATCHLIST__TARGET_FPIR", "0", "watchlist.target_fpir"),
+        ("FACE_AI_WATCHLIST__TARGET_FPIR", "1", "watchlist.target_fpir"),
     ],
 )
 def test_bad_environment_names_the_key(

@@ -36,8 +36,8 @@ class Alert:
 
     Attributes:
         id: unique, sortable by creation time.
-        type: ``match`` (a track is first named), ``update`` (its identity changed or got
-            clearly stronger), ``ended`` (a named track was lost), ``unknown`` (a track nobody
+        type: ``match`` (a track is first named), ``update`` (the same person, clearly
+            more certain), ``ended`` (a named track was lost), ``unknown`` (a track nobody
             matches, when enabled).
         stream: stream id.
         track: track id within the stream.
@@ -47,9 +47,13 @@ class Alert:
         bbox: [x1, y1, x2, y2] of the face in frame pixels.
         ts: wall-clock time (UNIX seconds) of the frame the alert is about.
         track_started_at: wall-clock time the track was first seen.
+        pts_s: media time, in seconds, of the alert's frame in its stream (the frame of the
+            snapshot; for ``ended``, the last frame the face was seen in): where in the video.
+            Files count from their start; live streams carry the source's timestamps.
+        frame_index: the frame's number in its stream, from 0, counting every decoded frame
+            (for a file read once, its index in the file); None for ``ended``.
         snapshot: path of the face JPEG, relative to the data directory (None when off).
         frame_snapshot: path of the whole-frame JPEG, relative to the data directory.
-        previous_person_id: for an ``update`` that changed identity, who it was before.
     """
 
     id: str
@@ -62,9 +66,10 @@ class Alert:
     bbox: list[float]
     ts: float
     track_started_at: float
+    pts_s: float | None = None
+    frame_index: int | None = None
     snapshot: str | None = None
     frame_snapshot: str | None = None
-    previous_person_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -174,6 +174,16 @@ class TrackEvidence:
         )
         self.last_embedded_at = ts
 
+    def newest(self) -> tuple[F32, float, float] | None:
+        """The last embedding added if it is still kept, with its quality and time: (embedding,
+        quality, ts), ready for :meth:`add`; None otherwise."""
+        if not self._kept:
+            return None
+        quality, order, vector = max(self._kept, key=lambda item: item[1])
+        if order != self.embedded - 1 or self.last_embedded_at is None:
+            return None
+        return vector.copy(), quality, self.last_embedded_at
+
     @property
     def kept(self) -> int:
         """How many embeddings are kept (at most ``keep``)."""

@@ -5,13 +5,17 @@ A pure state machine: no I/O, no clock of its own (every call passes ``now``), n
 Events of one track:
 
 - ``match`` the first time the track's decision names a person;
-- ``update`` when the track, having matched, is named as another person (``previous_person_id``
-  says who it was), or as the same person with a similarity at least ``update_min_gain`` above
-  that of the track's last alert;
+- ``update`` when the track, having matched, is named as the same person with a similarity at
+  least ``update_min_gain`` above that of the track's last alert;
 - ``unknown`` (only with ``unknown_events``) once, for a track never named that has been
   tracked for ``unknown_after_s`` and embedded ``unknown_after_embeddings`` times;
 - ``ended`` when a track that produced a ``match`` (or an ``unknown``) ends, with the person and
   similarity of its last alert.
+
+A track's person never changes: once a decision named someone (alerted or suppressed), a
+decision naming anyone else is refused with ``ValueError``. The caller splits such a track
+instead (the old one ends, the face starts a new track), so that one track, one alert history
+and one snapshot always belong to one person.
 
 Cooldown, per (stream, person): once a ``match`` for person P was emitted on stream S, another
 track of P on S does not produce a ``match`` (it is counted in ``suppressed``) while P is still
@@ -79,7 +83,6 @@ class LifecycleEvent:
         track: the track id within the stream.
         person_id: the person named; None for ``unknown`` (and the ``ended`` of an unknown).
         similarity: the cosine similarity behind it; None when there was no candidate.
-        previous_person_id: for an ``update`` that changes identity, who the track was before.
     """
 
     type: EventType
@@ -87,7 +90,6 @@ class LifecycleEvent:
     track: int
     person_id: int | None
     similarity: float | None
-    previous_person_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -157,6 +159,10 @@ class AlertLifecycle:
 
         Returns:
             The events raised: none, or one.
+
+        Raises:
+            ValueError: the decision names someone other than the person the track was already
+                named as (split the track instead).
         """
         self._prune(stream, now)
         state = self._tracks.setdefault(stream, {}).setdefault(track, _TrackState())
@@ -179,12 +185,12 @@ class AlertLifecycle:
             # stands until a decision names someone else.
             return []
 
+        if state.person_id is not None and person != state.person_id:
+            raise ValueError(
+                f"track {track} of {stream} is person {state.person_id}, not {person}: a track's "
+                "person never changes; split the track"
+            )
         if state.alerted:
-            previous = state.person_id
-            if person != previous:
-                self._hold(stream, state, person, now)
-                state.alert_similarity = similarity
-                return [LifecycleEvent("update", stream, track, person, similarity, previous)]
             self._hold(stream, state, person, now)
             gained = (
                 similarity is not None
@@ -196,7 +202,7 @@ class AlertLifecycle:
             state.alert_similarity = similarity
             return [LifecycleEvent("update", stream, track, person, similarity)]
 
-        if person == state.person_id:  # still the person it was suppressed for
+        if person == state.person_id:  # the person it was suppressed for
             self._hold(stream, state, person, now)
             return []
         if self._cooling(stream, person, now):

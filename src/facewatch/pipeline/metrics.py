@@ -76,6 +76,14 @@ class PipelineMetrics:
             "Matches not raised because of the per-stream, per-person cooldown.",
             registry=r,
         )
+        self.track_breaks = Counter(
+            "facewatch_track_breaks_total",
+            "Tracks ended because their face changed person: at a scene cut ('cut'), or when a "
+            "new embedding disagreed with the track ('appearance') or named someone else "
+            "('identity').",
+            ["stream", "reason"],
+            registry=r,
+        )
         self.stage_errors = Counter(
             "facewatch_stage_errors_total",
             "Batches a pipeline stage could not process (logged and skipped).",

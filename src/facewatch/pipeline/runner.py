@@ -8,10 +8,14 @@ Stages, each one asyncio task under one :class:`asyncio.TaskGroup`, connected by
 * Detection takes one batch of frames across all streams (``FACE_AI_BATCH_SIZE`` frames, or
   ``batch_wait_ms`` after the first) and runs it in one inference call on a worker thread.
 * Tracking associates faces with tracks per stream and asks for an embedding only when a track
-  appears, when its face clearly improves, or after ``embed_interval_s``.
+  appears, when its face clearly improves, or after ``embed_interval_s``. A scene cut ends every
+  track of its stream first, so no track carries a name across an edit.
 * Embedding gathers the requested faces of every stream into one call, adds them to their
   track's evidence, searches the watchlist with each changed track's template in one batch, and
-  turns decisions into alert events (match / update / ended / unknown) with cooldowns.
+  turns decisions into alert events (match / update / ended / unknown) with cooldowns. A track
+  holds one person's evidence only: an embedding that disagrees with the track's template, or a
+  decision that names someone other than the track's person, splits it (the old track ends, a new
+  one starts from the new evidence).
 * Alerting names the person, writes the snapshots and publishes to every subscriber.
 * Beside them, one task ends the tracks of streams that stopped sending, and one takes in
   watchlist changes other processes made (``watchlist_refresh_s``).
@@ -30,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +43,7 @@ from facewatch.config import Settings
 from facewatch.errors import FacewatchError
 from facewatch.pipeline.alerts import Alert, AlertBus, SnapshotWriter, Subscription, new_alert_id
 from facewatch.pipeline.batcher import BatchPolicy, next_batch
+from facewatch.pipeline.cuts import CutConfig, SceneCuts, Thumbnail, thumbnail
 from facewatch.pipeline.identity import (
     Decision,
     EmbedPolicy,
@@ -77,13 +82,18 @@ class EmbedJob:
     bbox: tuple[float, float, float, float]
 
 
+#: Time ranges kept per (stream, person) for the summary's ``seen``, the latest.
+SEEN_RANGES_KEPT = 100
+
 #: Detection batches in flight at once (see ``Pipeline._detect_stage``). 2 overlaps one batch's
 #: letterboxing with another's inference, but on a 2-core CPU the second inference crowds out
 #: embedding: one paced stream's alert latency p95 went from 166 to 456 ms (benchmarks/pipeline.py).
 #: Worth 2 where cores are plenty or inference runs on a GPU.
 DETECT_DEPTH = 1
 
-DetectResult = tuple[list[tuple[Faces, NDArray[np.uint8]]], float]
+#: Per frame its faces, their aligned crops and the frame's thumbnail (for scene cuts).
+Detected = tuple[Faces, NDArray[np.uint8], Thumbnail]
+DetectResult = tuple[list[Detected], float]
 #: A batch's frames and its running detection.
 DetectJob = tuple[list[Frame], "asyncio.Future[DetectResult]"]
 
@@ -97,9 +107,21 @@ class TrackEnd:
     pts_s: float
 
 
+#: Why a track was broken off before it was lost (``facewatch_track_breaks_total``).
+BreakReason = Literal["cut", "appearance", "identity"]
+
+
 @dataclass(slots=True)
 class TrackState:
-    """What the pipeline knows of one live track."""
+    """What the pipeline knows of one live track.
+
+    Attributes:
+        person_id: who the track was first named as; it never changes (a track named as
+            someone else is split), None while never named.
+        last_pts: media time of the last frame the track's face was seen in.
+        aliases: ids this track had before a split gave the same face a new id; embed jobs
+            queued under an alias belong to this track.
+    """
 
     stream: str
     track: int
@@ -107,6 +129,7 @@ class TrackState:
     started_at: float
     bbox: tuple[float, float, float, float]
     evidence: TrackEvidence
+    last_pts: float
     requested: int = 0
     requested_best_quality: float | None = None
     requested_at: float | None = None
@@ -114,7 +137,9 @@ class TrackState:
     best_bbox: tuple[float, float, float, float] | None = None
     best_quality: float = -1.0
     decision: Decision | None = None
+    person_id: int | None = None
     snapshot: tuple[str, str] | None = None
+    aliases: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,7 @@ class PendingAlert:
 
     event: LifecycleEvent
     frame: Frame | None
+    pts_s: float
     bbox: tuple[float, float, float, float]
     track_started_at: float
     decoded_at: float | None
@@ -139,6 +165,7 @@ class PipelineCounts:
     searches: int = 0
     alerts: Tally[str] = field(default_factory=Tally)
     snapshot_errors: int = 0
+    track_breaks: Tally[str] = field(default_factory=Tally)
 
 
 class Pipeline:
@@ -184,8 +211,25 @@ class Pipeline:
             engine.settings.embed_batch_size * self.config.max_in_flight_batches
         )
         self._alert_queue: ClosableQueue[PendingAlert] = ClosableQueue(1024)
-        self._tracker_config = TrackerConfig(max_age_s=self.config.track_max_age_s)
+        self._tracker_config = TrackerConfig(
+            max_age_s=self.config.track_max_age_s,
+            max_scale_change=self.config.track_max_scale_change,
+        )
         self._trackers: dict[str, Tracker] = {}
+        self._cut_config = CutConfig(
+            min_difference=self.config.scene_cut_difference,
+            min_colour_distance=self.config.scene_cut_colour_distance,
+        )
+        self._cuts: dict[str, SceneCuts] = {}
+        self._split_similarity = (
+            self.config.split_similarity
+            if self.config.split_similarity is not None
+            else engine.pack.recognizer.split_similarity
+        )
+        #: A split track's old id -> its new one, for embed jobs queued under the old id.
+        self._renamed: dict[tuple[str, int], int] = {}
+        #: Per (stream, person) the media time ranges in which named tracks showed them.
+        self._seen: dict[tuple[str, int], list[list[float]]] = {}
         self._last_pts: dict[str, float] = {}
         self._tracked_at: dict[str, float] = {}
         self._tracks: dict[tuple[str, int], TrackState] = {}
@@ -288,6 +332,9 @@ class Pipeline:
         self.taps.close_stream(stream_id)
         for frame in self.hub.close_stream(stream_id):
             self._on_dropped(frame, "removed")
+        self._cuts.pop(stream_id, None)
+        for key in [key for key in self._seen if key[0] == stream_id]:
+            del self._seen[key]
         tracker = self._trackers.pop(stream_id, None)
         if tracker is not None:
             for track in tracker.flush():
@@ -355,8 +402,8 @@ class Pipeline:
                     slots.release()
                 self.busy_s["detect"] += seconds
                 self.metrics.stage_seconds.labels("detect").observe(seconds)
-                for frame, (faces, crops) in zip(group, found, strict=True):
-                    await self._track(frame, faces, crops)
+                for frame, (faces, crops, thumb) in zip(group, found, strict=True):
+                    await self._track(frame, faces, crops, thumb)
         finally:
             submitter.cancel()
             await asyncio.gather(submitter, return_exceptions=True)
@@ -512,13 +559,11 @@ class Pipeline:
         except KeyError:
             return StreamConfig(url="removed")
 
-    def _detect(
-        self, frames: Sequence[Frame], size: tuple[int, int]
-    ) -> tuple[list[tuple[Faces, NDArray[np.uint8]]], float]:
+    def _detect(self, frames: Sequence[Frame], size: tuple[int, int]) -> DetectResult:
         """Worker thread: detect in each frame (its region of interest), with aligned crops.
 
         Returns:
-            Per frame its faces and aligned crops, and the seconds this took.
+            Per frame its faces, aligned crops and thumbnail, and the seconds this took.
         """
         started = time.perf_counter()
         images, offsets = [], []
@@ -529,17 +574,25 @@ class Pipeline:
             offsets.append(offset)
         faces, crops = self.engine.detect_aligned(images, size)
         found = [
-            (shift(item, offset), crop)
-            for item, crop, offset in zip(faces, crops, offsets, strict=True)
+            (shift(item, offset), crop, thumbnail(frame.image))
+            for item, crop, offset, frame in zip(faces, crops, offsets, frames, strict=True)
         ]
         return found, time.perf_counter() - started
 
-    async def _track(self, frame: Frame, faces: Faces, crops: NDArray[np.uint8]) -> None:
+    async def _track(
+        self, frame: Frame, faces: Faces, crops: NDArray[np.uint8], thumb: Thumbnail
+    ) -> None:
         started = time.perf_counter()
         stream_id = frame.stream_id
         tracker = self._trackers.get(stream_id)
         if tracker is None:
             tracker = self._trackers[stream_id] = Tracker(self._tracker_config)
+        cuts = self._cuts.get(stream_id)
+        if cuts is None:
+            cuts = self._cuts[stream_id] = SceneCuts(self._cut_config)
+        # After a cut the faces under the old boxes are other people's: no track goes on.
+        cut_ended = tracker.flush() if cuts.is_cut(thumb) else ()
+        self._count_breaks(stream_id, "cut", len(cut_ended))
         update = tracker.update(faces, frame.pts_s)
         self.counts.faces += len(faces)
         self.metrics.faces.labels(stream_id).inc(len(faces))
@@ -547,7 +600,7 @@ class Pipeline:
         self._last_pts[stream_id] = frame.pts_s
         self._tracked_at[stream_id] = time.monotonic()
         jobs: list[EmbedJob | TrackEnd] = [
-            TrackEnd(stream_id, t, frame.pts_s) for t in update.ended
+            TrackEnd(stream_id, t, frame.pts_s) for t in (*cut_ended, *update.ended)
         ]
         quality = face_quality(faces)
         for i, track in enumerate(update.track_ids.tolist()):
@@ -563,9 +616,11 @@ class Pipeline:
                     frame.captured_at,
                     bbox,  # type: ignore[arg-type]
                     TrackEvidence(keep=self.config.evidence_size),
+                    frame.pts_s,
                 )
                 self.counts.tracks += 1
             state.bbox = bbox  # type: ignore[assignment]
+            state.last_pts = frame.pts_s
             q = float(quality[i])
             if should_embed(
                 self._embed_rules,
@@ -662,11 +717,18 @@ class Pipeline:
         self.counts.embeddings += len(jobs)
         changed: dict[tuple[str, int], tuple[TrackState, EmbedJob]] = {}
         for job, embedding in zip(jobs, embeddings, strict=True):
-            key = (job.frame.stream_id, job.track)
             self.metrics.embeddings.labels(job.frame.stream_id).inc()
-            state = self._tracks.get(key)
+            state = self._tracks.get(self._current_key(job.frame.stream_id, job.track))
             if state is None:
                 continue
+            template = state.evidence.template()
+            if template is not None and float(template @ embedding) < self._split_similarity:
+                # Another person's face under this track's box: it starts its own track.
+                changed.pop((state.stream, state.track), None)
+                state = await self._split(state, "appearance", job.frame)
+                if state is None:
+                    continue
+            key = (state.stream, state.track)
             state.evidence.add(embedding, job.quality, job.frame.pts_s)
             if job.quality > state.best_quality:
                 state.best_quality = job.quality
@@ -689,13 +751,29 @@ class Pipeline:
         self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - started)
         self.metrics.batch_size.labels("search").observe(len(ready))
         self.counts.searches += len(ready)
+        split: list[tuple[TrackState, EmbedJob]] = []
         for ((state, job), _), candidates in zip(ready, matches, strict=True):
             decision = decide(
                 [(m.person_id, m.similarity) for m in candidates],
                 self.watchlist.threshold,
                 margin=self.config.match_margin,
             )
+            if (
+                state.person_id is not None
+                and decision.person_id is not None
+                and decision.person_id != state.person_id
+            ):
+                # A track's person never changes: evidence that now names someone else starts
+                # a new track from its newest embedding, searched again on its own.
+                newest = state.evidence.newest()
+                successor = await self._split(state, "identity", job.frame)
+                if successor is not None and newest is not None:
+                    successor.evidence.add(*newest)
+                    split.append((successor, job))
+                continue
             state.decision = decision
+            if decision.person_id is not None:
+                state.person_id = decision.person_id
             events = self._lifecycle.on_decision(
                 state.stream,
                 state.track,
@@ -705,16 +783,20 @@ class Pipeline:
                 embeddings=state.evidence.embedded,
             )
             for event in events:
+                frame = state.best_frame or job.frame
                 await self._alert_queue.put(
                     PendingAlert(
                         event,
-                        state.best_frame,
+                        frame,
+                        frame.pts_s,
                         state.best_bbox or job.bbox,
                         state.started_at,
                         job.frame.decoded_at,
                         state,
                     )
                 )
+        if split:
+            await self._search(loop, split)
 
     def _match_and_name(self, queries: F32) -> list[list[Any]]:
         """Worker thread: search, and refresh the names of the persons found."""
@@ -724,15 +806,84 @@ class Pipeline:
             self._names.update(self.watchlist.store.names(found))
         return matches
 
+    def _current_key(self, stream: str, track: int) -> tuple[str, int]:
+        """The key of the track an embed job queued under ``track`` belongs to now."""
+        while (renamed := self._renamed.get((stream, track))) is not None:
+            track = renamed
+        return stream, track
+
+    async def _split(
+        self, state: TrackState, reason: BreakReason, frame: Frame
+    ) -> TrackState | None:
+        """End ``state``'s track and give its face a new, empty one, from ``frame`` on.
+
+        Returns:
+            The new track's state; None when the tracker has already lost the track (its end
+            is queued, and the face is gone anyway).
+        """
+        tracker = self._trackers.get(state.stream)
+        try:
+            new_id = tracker.split(state.track) if tracker is not None else None
+        except KeyError:
+            new_id = None
+        if new_id is None:
+            return None
+        self._renamed[(state.stream, state.track)] = new_id
+        successor = TrackState(
+            state.stream,
+            new_id,
+            frame.pts_s,
+            frame.captured_at,
+            state.bbox,
+            TrackEvidence(keep=self.config.evidence_size),
+            frame.pts_s,
+            aliases=[*state.aliases, state.track],
+        )
+        # The face that split the track was embedded just now: the new track starts with it.
+        successor.requested = 1
+        successor.requested_at = frame.pts_s
+        state.aliases = []  # handed over with the face
+        self._tracks[(state.stream, new_id)] = successor
+        self.counts.tracks += 1
+        self._count_breaks(state.stream, reason, 1)
+        await self._end_track(TrackEnd(state.stream, state.track, frame.pts_s))
+        return successor
+
+    def _count_breaks(self, stream: str, reason: BreakReason, count: int) -> None:
+        if count:
+            self.counts.track_breaks[reason] += count
+            self.metrics.track_breaks.labels(stream, reason).inc(count)
+
     async def _end_track(self, end: TrackEnd) -> None:
         state = self._tracks.pop((end.stream, end.track), None)
         self.metrics.active_tracks.set(len(self._tracks))
         if state is None:
             return
+        for alias in state.aliases:
+            self._renamed.pop((end.stream, alias), None)
+        if state.person_id is not None:
+            self._note_seen(state)
         for event in self._lifecycle.on_track_ended(end.stream, end.track, end.pts_s):
             await self._alert_queue.put(
-                PendingAlert(event, None, state.bbox, state.started_at, None, state)
+                PendingAlert(event, None, state.last_pts, state.bbox, state.started_at, None, state)
             )
+
+    def _note_seen(self, state: TrackState) -> None:
+        """Add a named track's time on screen to its person's ranges on its stream."""
+        assert state.person_id is not None
+        ranges = self._seen.setdefault((state.stream, state.person_id), [])
+        start, end = state.started_pts, max(state.started_pts, state.last_pts)
+        # Pieces of one appearance (a split, a short occlusion) join into one range.
+        gap = self.config.track_max_age_s
+        for span in ranges:
+            if start <= span[1] + gap and end >= span[0] - gap:
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+                break
+        else:
+            ranges.append([start, end])
+            ranges.sort()
+            # A server runs for months: only the latest ranges of each person are kept.
+            del ranges[:-SEEN_RANGES_KEPT]
 
     # --- alerts ---------------------------------------------------------------------------------
 
@@ -788,15 +939,30 @@ class Pipeline:
             bbox=[round(v, 1) for v in pending.bbox],
             ts=frame.captured_at if frame is not None else time.time(),
             track_started_at=pending.track_started_at,
+            pts_s=round(pending.pts_s, 3),
+            frame_index=frame.seq if frame is not None else None,
             snapshot=snapshot[0] if snapshot else None,
             frame_snapshot=snapshot[1] if snapshot else None,
-            previous_person_id=event.previous_person_id,
         )
 
     # --- reporting ------------------------------------------------------------------------------
 
     def _busy(self, stage: str, started: float) -> None:
         self.busy_s[stage] += time.perf_counter() - started
+
+    def seen(self) -> list[dict[str, Any]]:
+        """Per person and stream, the media time ranges [start_s, end_s] named tracks showed
+        them in (tracks still live are not in yet), by person name."""
+        out = [
+            {
+                "person_id": person_id,
+                "person": self._names.get(person_id),
+                "stream": stream,
+                "ranges": [[round(a, 3), round(b, 3)] for a, b in ranges],
+            }
+            for (stream, person_id), ranges in self._seen.items()
+        ]
+        return sorted(out, key=lambda item: (str(item["person"]), item["stream"]))
 
     def summary(self) -> dict[str, Any]:
         """Totals since start: per stream, faces, tracks, embeddings, alerts, latency."""
@@ -808,6 +974,9 @@ class Pipeline:
             "searches": self.counts.searches,
             "alerts": dict(self.counts.alerts),
             "alerts_suppressed": self._lifecycle.suppressed,
+            "track_breaks": dict(self.counts.track_breaks),
+            "scene_cuts": sum(cuts.cuts for cuts in self._cuts.values()),
+            "seen": self.seen(),
             "alert_latency": self.metrics.alert_latency_percentiles(),
             "snapshot_errors": self.counts.snapshot_errors,
             "stage_errors": dict(self.stage_errors),

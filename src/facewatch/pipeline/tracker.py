@@ -14,6 +14,10 @@ instead of losing the face. Association then runs in three rounds, as ByteTrack 
    with a stricter IoU, so a face that blurs or is partly hidden for a few frames keeps its id;
 3. confident detections still unclaimed against tentative tracks.
 
+A pair is only associated when the box's size changed no more than a face can between the two
+frames (``max_scale_change`` per ``scale_step_s``): a face that overlaps the old box after a cut
+or a swap, at another size, starts a new track instead of inheriting the old one's identity.
+
 Confident detections left over start tentative tracks. A tentative track is confirmed after
 ``min_hits`` matched frames (at once when it appears with ``score >= confirm_score``) and only
 then gets an id; it dies at its first miss. A confirmed track ends ("lost") once it has gone
@@ -67,6 +71,10 @@ class TrackerConfig:
         min_hits: matched frames (the first included) before a tentative track is confirmed.
         confirm_score: a track whose first detection scores at least this is confirmed at once.
         max_age_s: seconds of frame time a confirmed track may go unmatched before it ends.
+        max_scale_change: the most a box's side may grow or shrink (as a factor) between a
+            track's prediction and its detection over ``scale_step_s`` or less; over a longer
+            gap the factor compounds (``max_scale_change ** (gap / scale_step_s)``).
+        scale_step_s: see ``max_scale_change``.
     """
 
     high_score: float = 0.6
@@ -76,6 +84,8 @@ class TrackerConfig:
     min_hits: int = 2
     confirm_score: float = 0.8
     max_age_s: float = 1.0
+    max_scale_change: float = 1.4
+    scale_step_s: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -86,6 +96,8 @@ class TrackerConfig:
             raise ValueError("min_hits must be at least 1")
         if self.max_age_s < 0:
             raise ValueError("max_age_s must not be negative")
+        if self.max_scale_change < 1.0 or self.scale_step_s <= 0:
+            raise ValueError("max_scale_change must be at least 1 and scale_step_s positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +178,31 @@ def greedy_match(iou: F64, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def plausible_scale(
+    predicted_xyxy: F64, detected_xyxy: F32 | F64, gaps_s: F64, config: TrackerConfig
+) -> NDArray[np.bool_]:
+    """Whether each detection's size is one a track's face can reach in its time gap.
+
+    Args:
+        predicted_xyxy: (A, 4) the tracks' predicted boxes.
+        detected_xyxy: (B, 4) the detections' boxes.
+        gaps_s: (A,) seconds since each track was last matched.
+        config: ``max_scale_change`` and ``scale_step_s``.
+
+    Returns:
+        (A, B) True where the geometric mean side changed by at most the allowed factor.
+    """
+    a = np.asarray(predicted_xyxy, np.float64).reshape(-1, 4)
+    b = np.asarray(detected_xyxy, np.float64).reshape(-1, 4)
+    side_a = np.sqrt(np.clip((a[:, 2:] - a[:, :2]).prod(axis=1), _MIN_SIDE**2, None))
+    side_b = np.sqrt(np.clip((b[:, 2:] - b[:, :2]).prod(axis=1), _MIN_SIDE**2, None))
+    steps = np.maximum(1.0, np.asarray(gaps_s, np.float64) / config.scale_step_s)
+    allowed = steps * np.log(config.max_scale_change)
+    change = np.abs(np.log(side_b[None, :] / side_a[:, None]))
+    plausible: NDArray[np.bool_] = change <= allowed[:, None] + 1e-9
+    return plausible
+
+
 def _to_cxcywh(xyxy: F32 | F64) -> F64:
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], np.float64)
@@ -236,6 +273,17 @@ class Tracker:
     def box(self, track_id: int) -> F32:
         """(4,) xyxy last matched box of a live confirmed track; KeyError if there is none."""
         return self._confirmed[track_id].xyxy.copy()
+
+    def split(self, track_id: int) -> int:
+        """Give a live confirmed track a new id (its face turned out to be someone else's).
+
+        The box and motion stay: the face is still where it was; only who it is starts over.
+
+        Returns:
+            The new id. Raises KeyError when ``track_id`` is not a live confirmed track.
+        """
+        track = self._confirmed.pop(track_id)
+        return self._confirm(track)
 
     def flush(self) -> tuple[int, ...]:
         """End every track (the stream stopped or ended); returns the confirmed ids ended."""
@@ -314,9 +362,8 @@ class Tracker:
         self._confirmed[track.track_id] = track
         return track.track_id
 
-    @staticmethod
     def _associate(
-        tracks: list[_Track], faces: Faces, dets: Sequence[int], ts: float, threshold: float
+        self, tracks: list[_Track], faces: Faces, dets: Sequence[int], ts: float, threshold: float
     ) -> tuple[list[tuple[_Track, int]], list[_Track], list[int]]:
         """Match ``tracks`` (predicted to ``ts``) with the detections ``dets`` of ``faces``.
 
@@ -327,7 +374,11 @@ class Tracker:
         if not tracks or not dets:
             return [], list(tracks), list(dets)
         predicted = np.stack([t.predict(ts) for t in tracks])
-        pairs = greedy_match(iou_matrix(predicted, faces.xyxy[list(dets)]), threshold)
+        boxes = faces.xyxy[list(dets)]
+        iou = iou_matrix(predicted, boxes)
+        gaps = np.array([ts - t.last_ts for t in tracks], np.float64)
+        iou[~plausible_scale(predicted, boxes, gaps, self.config)] = 0.0
+        pairs = greedy_match(iou, threshold)
         matched_tracks = {r for r, _ in pairs}
         matched_dets = {c for _, c in pairs}
         return (

@@ -118,8 +118,9 @@ class Frame:
         stream_id: the stream it came from.
         seq: its number within the stream, from 0, counting every frame decoded (dropped ones
             included), so gaps show drops.
-        pts_s: presentation time in seconds as the source gives it; may jump back when a
-            looping source starts over.
+        pts_s: media time in seconds since the stream's first frame, from the source's own
+            timestamps; non-decreasing, also across loops and reconnects (see
+            ``stream.pacing.PtsClock``).
         captured_at: wall-clock time (UNIX seconds) when it was decoded.
         decoded_at: ``time.monotonic()`` when it was decoded; latencies are measured from it.
         image: (H, W, 3) uint8 BGR pixels.

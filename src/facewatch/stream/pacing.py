@@ -15,8 +15,11 @@ DEFAULT_STEP_S = 1 / 30
 class PtsClock:
     """Turns a source's timestamps into a non-decreasing timeline across loops and reconnects.
 
-    A looping file starts again at 0 and a reconnected camera restarts its clock; downstream
-    (trackers, pacing, the fps cap) needs time that never runs backwards. After
+    The timeline starts at 0 with the stream's first frame, whatever the source's origin (an
+    MP4 whose first frame is stamped 0.85 s, a camera's clock): a frame's time is where it lies in
+    the stream, which alerts report (``pts_s``) and players seek to. A looping file starts again
+    at 0 and a reconnected camera restarts its clock; downstream (trackers, pacing, the fps cap)
+    needs time that never runs backwards. After
     :meth:`new_segment` the next frame continues one frame interval after the last one,
     whatever the source says. Inside a segment a small step back (reordering jitter) is
     clamped to the last time; a large one (a source that restarted on its own) is treated
@@ -37,7 +40,8 @@ class PtsClock:
         """The monotonic time of a frame whose source timestamp is ``pts_s`` (None: unknown)."""
         last = self.last_s
         if last is None:
-            out = 0.0 if pts_s is None else pts_s
+            out = 0.0
+            self.offset_s = 0.0 if pts_s is None else -pts_s
         elif pts_s is None:
             # No timestamp (some MJPEG sources): assume the usual frame interval.
             out = last + self.step_s

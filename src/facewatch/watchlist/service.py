@@ -42,6 +42,8 @@ from facewatch.errors import (
 from facewatch.files import WriteHealth, atomic_write, is_no_space, remove_stale_temps
 from facewatch.images import decode_image
 from facewatch.pipeline.types import Faces
+from facewatch.recognizer.calibration import MatchThreshold, choose_threshold
+from facewatch.recognizer.calibration_files import load_calibration
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.watchlist.enrollment import Gates, Notice, Reason, choose_face, duplicate_of
 from facewatch.watchlist.index import (
@@ -193,7 +195,6 @@ class Watchlist:
         self.store = store
         self.index = index
         self.pack_id = engine.pack.id
-        self.threshold = engine.match_threshold
         options = settings.watchlist
         self.gates = Gates(
             options.enroll_min_face_size,
@@ -203,6 +204,9 @@ class Watchlist:
             options.duplicate_similarity,
         )
         self.data_dir = settings.data_dir.expanduser().resolve()
+        self.calibration, self.calibration_origin = load_calibration(engine.pack, self.data_dir)
+        self._enrolled = (0, 0)  # persons, templates
+        self._match = self._choose_threshold(0, 0)
         self.applied_version = -1
         self.loaded_from = "empty"
         # Serialises store write + index update within this process, so the index follows the
@@ -263,6 +267,7 @@ class Watchlist:
                 missing,
                 self.pack_id,
             )
+        self._recount_enrolled()
         if self.loaded_from != "snapshot" or stale:
             self._schedule_snapshot()
 
@@ -332,6 +337,7 @@ class Watchlist:
                 self.index.clear()
                 self.index.add(rows.face_ids, rows.person_ids, rows.vectors)
             self.applied_version = version
+            self._recount_enrolled()
             return len(rows.face_ids)
         wanted = self.store.embedded_face_ids(self.pack_id)
         present = self.index.face_ids()
@@ -346,6 +352,7 @@ class Watchlist:
         self.applied_version = version
         if len(missing) or len(extra):
             log.info("index synced: %d rows added, %d removed", len(missing), len(extra))
+            self._recount_enrolled()
         return int(len(missing) + len(extra))
 
     def _apply_change(self, change: Change) -> None:
@@ -363,6 +370,7 @@ class Watchlist:
         else:
             # Someone else (another process) wrote in between: fetch what we have not seen.
             self._sync_locked(full=False)
+        self._recount_enrolled()
         self._schedule_snapshot()
 
     # --- snapshots ----------------------------------------------------------------------------
@@ -709,6 +717,60 @@ class Watchlist:
     def search_persons(self, **filters: Any) -> Page:
         return self.store.search_persons(**filters)
 
+    # --- the match threshold ------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        """Cosine similarity a person's best score must reach for a face to get their name.
+
+        Cheap (the pipeline reads it for every search): chosen again only when the number of
+        enrolled persons changes; see :meth:`match_threshold`.
+        """
+        return self._match.value
+
+    def match_threshold(self) -> MatchThreshold:
+        """The threshold in effect, where it comes from and the FPIR it is expected to give.
+
+        A set ``engine.match_threshold`` wins; else the pack's calibration gives the threshold
+        for ``watchlist.target_fpir`` at the current number of enrolled persons (counting their
+        templates: each is one chance for a stranger); else the pack's own.
+        """
+        return self._match
+
+    def _choose_threshold(self, persons: int, templates: int) -> MatchThreshold:
+        return choose_threshold(
+            fixed=self.settings.engine.match_threshold,
+            pack_threshold=self.engine.pack.recognizer.match_threshold,
+            calibration=self.calibration,
+            origin=self.calibration_origin,
+            target_fpir=self.settings.watchlist.target_fpir,
+            persons=persons,
+            templates=templates,
+        )
+
+    def _recount_enrolled(self) -> None:
+        """Count persons and templates after the index changed; choose the threshold again.
+
+        Runs where writes and syncs run (never on the event loop); a store that does not answer
+        keeps the previous count until the next change.
+        """
+        try:
+            counts = self.store.counts()
+        except StoreError as exc:
+            log.warning("cannot count persons for the match threshold: %s", exc)
+            return
+        enrolled = (counts["persons"], counts["faces"])
+        if enrolled != self._enrolled:
+            self._enrolled = enrolled
+            previous, self._match = self._match, self._choose_threshold(*enrolled)
+            if previous.value != self._match.value:
+                log.info(
+                    "match threshold %.3f (%s) for %d persons, %d templates",
+                    self._match.value,
+                    self._match.source.value,
+                    *enrolled,
+                )
+
     # --- identification -----------------------------------------------------------------------
 
     def match(
@@ -844,6 +906,7 @@ class Watchlist:
         return {
             "pack": self.pack_id,
             "threshold": self.threshold,
+            "matching": self.match_threshold().as_dict(),
             "store": {
                 "url": safe_url(self.store.url),
                 "dialect": self.store.dialect,

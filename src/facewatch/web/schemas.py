@@ -8,7 +8,7 @@ so one serialisation serves both; these models pin the shapes and document them 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -222,6 +222,48 @@ class PersonDeleted(BaseModel):
 class FaceDeleted(BaseModel):
     person: Person
     face_id: int
+
+
+class MatchThreshold(BaseModel):
+    """The identification threshold in effect and what it is expected to give."""
+
+    threshold: float = Field(description="Cosine similarity a person's best score must reach.")
+    source: Literal["fixed", "calibrated", "pack"] = Field(
+        description="fixed: engine.match_threshold is set; calibrated: from the pack's "
+        "calibration for target_fpir at the watchlist's size; pack: the pack's own threshold "
+        "(no calibration, or fewer than two persons enrolled)."
+    )
+    calibration: Literal["shipped", "local"] | None = Field(
+        description="Whose calibration: shipped with the pack, or measured by "
+        "`facewatch calibrate` in the data directory; null without one."
+    )
+    target_fpir: float = Field(description="False-positive identification rate asked for.")
+    persons: int = Field(description="Enrolled persons.")
+    templates: int = Field(description="Their templates: each is one chance for a stranger.")
+    expected_fpir: float | None = Field(
+        description="Share of faces of people who are not enrolled expected to get a name at "
+        "this threshold and size, from the calibration; null without one."
+    )
+    clamped: bool = Field(
+        description="The calibration cannot resolve the target at this size: the threshold is "
+        "the highest it supports and expected_fpir exceeds the target."
+    )
+    note: str = Field(
+        description="Why the source is what it is; empty when the calibrated threshold meets "
+        "the target."
+    )
+
+
+class WatchlistStatus(BaseModel):
+    """Store and index counts and the match threshold in effect (``facewatch status``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pack: str = Field(description="Id of the embedding space (recognizer and its checksum).")
+    threshold: float = Field(description="The match threshold in effect (matching.threshold).")
+    matching: MatchThreshold
+    store: dict[str, Any] = Field(description="url, dialect, version, persons, faces.")
+    index: dict[str, Any] = Field(description="backend, kind, device, count, versions.")
 
 
 class ResetRequest(Strict):

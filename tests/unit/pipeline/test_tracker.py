@@ -13,6 +13,7 @@ from facewatch.pipeline.tracker import (
     TrackUpdate,
     greedy_match,
     iou_matrix,
+    plausible_scale,
 )
 from facewatch.pipeline.types import Faces
 
@@ -247,3 +248,47 @@ def test_greedy_match(
     iou: list[list[float]], threshold: float, expected: list[tuple[int, int]]
 ) -> None:
     assert greedy_match(np.asarray(iou, np.float64), threshold) == expected
+
+
+# (side at t=0, side at t=gap, gap in seconds, same track?) for a face that stays centred on
+# one place and changes size: a face can come closer, but not double in a frame.
+SCALE_CASES = {
+    "steady size": (100.0, 100.0, 0.04, True),
+    "grows 30 % in a frame": (100.0, 130.0, 0.04, True),
+    # IoU 0.44 and 0.5 would keep these two: only the size gives the other face away.
+    "grows 1.5x in a frame: another face": (100.0, 150.0, 0.04, False),
+    "shrinks to 0.7x in a frame: another face": (100.0, 70.0, 0.04, False),
+    "grows 1.5x over a second: came closer": (100.0, 150.0, 1.0, True),
+}
+
+
+@pytest.mark.parametrize(("before", "after", "gap", "same"), SCALE_CASES.values(), ids=SCALE_CASES)
+def test_a_box_that_jumps_in_size_starts_a_new_track(
+    before: float, after: float, gap: float, same: bool
+) -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=2.0))
+    first = tracker.update(make_faces([square(300, 300, before)]), 0.0)
+    second = tracker.update(make_faces([square(300, 300, after)]), gap)
+    (track,) = first.track_ids.tolist()
+    assert (second.track_ids.tolist() == [track]) is same
+    if not same:
+        assert second.track_ids[0] not in (track, NO_TRACK)  # the new face starts its own track
+
+
+def test_plausible_scale_is_a_pure_table() -> None:
+    predicted = np.array([square(0, 0, 100), square(0, 0, 100)], np.float64)
+    detected = np.array([square(0, 0, 139), square(0, 0, 141)], np.float32)
+    allowed = plausible_scale(predicted, detected, np.array([0.04, 0.4]), TrackerConfig())
+    # 1.4 per 0.2 s: 139 px fits in a frame, 141 px does not; 0.4 s allows 1.4 ** 2 = 1.96.
+    assert allowed.tolist() == [[True, False], [True, True]]
+
+
+def test_split_gives_the_face_a_new_id_and_keeps_following_it() -> None:
+    tracker = Tracker()
+    (track,) = tracker.update(make_faces([square(300, 300)]), 0.0).track_ids.tolist()
+    new = tracker.split(track)
+    assert new != track and tracker.active == (new,)
+    update = tracker.update(make_faces([square(305, 300)]), 0.04)
+    assert update.track_ids.tolist() == [new] and update.ended == ()
+    with pytest.raises(KeyError):
+        tracker.split(track)

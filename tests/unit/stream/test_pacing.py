@@ -13,7 +13,7 @@ SEGMENT = "segment"
     ("inputs", "expected"),
     [
         pytest.param([0.0, 0.1, 0.2], [0.0, 0.1, 0.2], id="in-order"),
-        pytest.param([5.0, 5.1], [5.0, 5.1], id="keeps-the-source-origin"),
+        pytest.param([5.0, 5.1], [0.0, 0.1], id="starts-at-zero-whatever-the-origin"),
         pytest.param([0.0, 0.1, 0.2, 0.19, 0.3], [0.0, 0.1, 0.2, 0.2, 0.3], id="jitter-clamped"),
         # A looping file starts over: it continues one learned interval after the last frame.
         pytest.param([0.0, 0.1, 0.2, SEGMENT, 0.0, 0.1], [0.0, 0.1, 0.2, 0.3, 0.4], id="loop"),

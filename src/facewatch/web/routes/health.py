@@ -218,7 +218,8 @@ async def ready(request: Request) -> Any:
 
 @router.get("/health/detailed", dependencies=VIEWER)
 async def detailed(request: Request, services: ServicesDep) -> dict[str, Any]:
-    """Machine, engine, index, streams, per-stage latency, event writer and MQTT status."""
+    """Machine, engine, index, the match threshold in effect, streams, per-stage latency, event
+    writer and MQTT status."""
     probes = _probes(services)
     watchlist = await _check(probes, "watchlist", services.watchlist.status, STATUS_TIMEOUT_S)
     storage = await asyncio.to_thread(_storage, services)
@@ -232,6 +233,8 @@ async def detailed(request: Request, services: ServicesDep) -> dict[str, Any]:
         "system": await asyncio.to_thread(_system, services),
         "gpu": _gpu(services),
         "engine": services.engine.describe(),
+        # Kept by the watchlist in memory: shown even when the store does not answer.
+        "matching": services.watchlist.match_threshold().as_dict(),
         "watchlist": watchlist,
         "storage": storage,
         "streams": [describe(stream) for stream in services.pipeline.streams.list()],

@@ -449,9 +449,11 @@ def _head(path: FilePath) -> bytes:
 # --- the watchlist ------------------------------------------------------------------------------
 
 
-@router.get("/api/watchlist/status", dependencies=VIEWER)
+@router.get("/api/watchlist/status", response_model=schemas.WatchlistStatus, dependencies=VIEWER)
 async def watchlist_status(services: ServicesDep) -> dict[str, Any]:
-    """Store and index: counts, backend, device, versions (``facewatch status``)."""
+    """Store and index: counts, backend, device, versions, and the match threshold in effect:
+    its source (fixed, calibrated, pack), the target FPIR, the watchlist's size and the FPIR
+    expected at that size (``facewatch status``)."""
     return await asyncio.to_thread(services.watchlist.status)
 
 
