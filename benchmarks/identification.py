@@ -6,7 +6,7 @@ Usage::
                                         [--json-out FILE] [--no-reference]
                                         [--reference-venv DIR] [--cache DIR]
 
-On ``faces_scale`` (``--data``, else ``$FACEWATCH_SCALE_FACES``, else the repository's
+On ``faces_scale`` (``--data``, else ``$FACEWATCH_TEST_FACES_SCALE``, else the repository's
 ``../shared/data/faces_scale``): photo 1 of each of the 694 people is enrolled, their other
 photos are the mated probes, and the 2,000 single-photo strangers are the non-mated probes.
 ``--limit N`` takes the first N people (and, unless ``--strangers`` says otherwise, a share of
@@ -30,7 +30,7 @@ a photo without a face is a probe nobody is found for):
 
 * ``rank1``: share of mated probes whose best candidate is their own person;
 * ``rank1_at_threshold``: the same, counting only candidates at or above the threshold in
-  effect (facewatch's ``Watchlist.threshold``, used for both sides);
+  effect (facewatch's ``Watchlist.threshold`` once everyone is enrolled, used for both sides);
 * ``dir_at_fpir_1pct``: the threshold is set on the strangers' best scores so that 1 % of them
   get a name; DIR is the share of mated probes named correctly at it;
 * ``strangers_named_at_threshold``: share of strangers whose best score reaches the threshold;
@@ -72,7 +72,7 @@ from facewatch.images import decode_image
 from facewatch.recognizer.engine import FaceEngine
 from facewatch.watchlist.service import Photo, Watchlist
 
-SCALE_ENV = "FACEWATCH_SCALE_FACES"
+SCALE_ENV = "FACEWATCH_TEST_FACES_SCALE"
 REFERENCE_SCRIPT = Path(__file__).resolve().parent / "opencv_reference.py"
 REFERENCE_PACKAGES = ("opencv-python-headless==4.14.0.94", "numpy")
 MODELS = (
@@ -225,7 +225,6 @@ def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float, dict[str, i
     warned = np.zeros(len(split.people), bool)
     person_row: dict[int, int] = {}
     with Watchlist.open(settings, engine) as watchlist:
-        threshold = float(watchlist.threshold)
         for row, (person, path) in enumerate(zip(split.people, split.enroll, strict=True)):
             try:
                 done = watchlist.enroll(
@@ -245,6 +244,9 @@ def run_facewatch(split: Split, workdir: Path) -> tuple[Side, float, dict[str, i
             person_row[done.person.id] = row
             if row % 200 == 0:
                 progress(f"facewatch: enrolled {row + 1}/{len(split.people)} people")
+        # The threshold in effect may follow the number enrolled (a calibrated pack's target
+        # FPIR): read once everyone is in.
+        threshold = float(watchlist.threshold)
         probes = embedding[len(split.people) :]
         matches = watchlist.match(probes, k=1)
     best_person = np.full(len(probes), -1, np.intp)

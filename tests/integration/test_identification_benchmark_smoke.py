@@ -11,25 +11,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "identification.py"
-SCALE_ENV = "FACEWATCH_SCALE_FACES"
-
-
-@pytest.fixture(scope="session")
-def faces_scale() -> Path:
-    """$FACEWATCH_SCALE_FACES or ../shared/data/faces_scale (skips when absent)."""
-    root = Path(os.environ.get(SCALE_ENV) or REPO.parent / "shared" / "data" / "faces_scale")
-    if not (root / "SOURCES.md").is_file():
-        pytest.skip(f"faces_scale data not found at {root} (set {SCALE_ENV} to its folder)")
-    return root
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "identification.py"
 
 
 @pytest.mark.slow
-def test_quick_run_reports_every_figure(faces_scale: Path, model_cache: Path) -> None:
-    env = {**os.environ, SCALE_ENV: str(faces_scale), "FACE_AI_ENGINE__CACHE_DIR": str(model_cache)}
+def test_quick_run_reports_every_figure(faces_scale_dir: Path, model_cache: Path) -> None:
+    env = {**os.environ, "FACE_AI_ENGINE__CACHE_DIR": str(model_cache)}
+    quick = ["--limit", "4", "--strangers", "12", "--no-reference"]
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--limit", "4", "--strangers", "12", "--no-reference"],
+        [sys.executable, str(SCRIPT), "--data", str(faces_scale_dir), *quick],
         capture_output=True,
         text=True,
         env=env,
