@@ -91,6 +91,12 @@ class DetectorSpec:
 SPLIT_FRACTION = 0.8
 
 
+#: How photos become embeddings, as part of :attr:`ModelPack.id`: "m2" since landmarks are
+#: refined at the photo's own resolution and photo embeddings are flip-averaged (issue 11);
+#: templates made before (no suffix) differ from today's by a median cosine of 0.95.
+EMBEDDING_METHOD = "m2"
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerSpec:
     """A recognizer model file and its input convention.
@@ -131,8 +137,13 @@ class ModelPack:
 
     @property
     def id(self) -> str:
-        """Stable id of the embedding space: embeddings with different ids never mix."""
-        return f"{self.recognizer.name}-{self.recognizer.sha256[:12]}"
+        """Stable id of the embedding space: embeddings with different ids never mix.
+
+        It names the recognizer file and :data:`EMBEDDING_METHOD`, so that templates a former
+        way of aligning made are embedded again (``facewatch reindex``) rather than compared
+        with faces aligned the new way.
+        """
+        return f"{self.recognizer.name}-{self.recognizer.sha256[:12]}-{EMBEDDING_METHOD}"
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (paths as strings)."""
