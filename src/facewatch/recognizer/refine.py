@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from facewatch.recognizer.boxes import iou_matrix
+
 F32 = NDArray[np.float32]
 
 #: Context around a face in a refinement window, in face-box sides on every side.
@@ -75,24 +77,10 @@ def refine_window(
     return Window(x0, y0, x1, y1, scale, (input_w, input_h))
 
 
-def box_iou(a: F32, b: F32) -> F32:
-    """(N, M) IoU of (N, 4) and (M, 4) xyxy boxes."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: F32 = (inter / np.maximum(union, 1e-9)).astype(np.float32)
-    return result
-
-
 def same_face(candidates: F32, target: F32, min_iou: float = REFINE_MIN_IOU) -> int | None:
     """Row of (M, 4) ``candidates`` overlapping the (4,) ``target`` box most, if enough."""
     if len(candidates) == 0:
         return None
-    overlap = box_iou(target[None].astype(np.float32), candidates.astype(np.float32))[0]
+    overlap = iou_matrix(target[None], candidates)[0]
     best = int(np.argmax(overlap))
     return best if overlap[best] >= min_iou else None

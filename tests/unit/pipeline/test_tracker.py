@@ -12,10 +12,10 @@ from facewatch.pipeline.tracker import (
     TrackerConfig,
     TrackUpdate,
     greedy_match,
-    iou_matrix,
     plausible_scale,
 )
 from facewatch.pipeline.types import Faces
+from facewatch.recognizer.boxes import iou_matrix
 
 # One detection: centre x, centre y (pixels) and score; every box is 100 x 100 pixels.
 Det = tuple[float, float, float]
