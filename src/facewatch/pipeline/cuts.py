@@ -126,7 +126,7 @@ class SceneCuts:
         cut = False
         # With nothing seen yet there is no telling a cut from the stream's normal motion.
         if self._recent:
-            typical_grey, typical_colour = np.median(np.array(self._recent), axis=0)
+            typical_grey, typical_colour = (float(v) for v in np.median(self._recent, axis=0))
             cut = (grey >= cfg.min_difference and grey >= cfg.min_ratio * typical_grey) or (
                 cfg.min_colour_distance > 0
                 and colour >= cfg.min_colour_distance
@@ -135,5 +135,6 @@ class SceneCuts:
         # Cuts count towards the typical values too: a video that flashes at every frame makes
         # that its normal after a few frames, rather than a cut at every frame.
         self._recent.append((grey, colour))
-        self.cuts += cut
+        if cut:
+            self.cuts += 1
         return cut
