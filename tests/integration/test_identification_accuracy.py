@@ -98,3 +98,51 @@ def test_rank1_accuracy_and_strangers(tmp_path: Path, engine: FaceEngine, faces_
     assert stranger_rate <= STRANGERS_NAMED_CEILING, named_strangers
     # An enrolled person mistaken for another enrolled person is worse than a miss.
     assert len(wrong) <= 1, wrong
+
+
+#: The ten people of tests/integration/hamilton.py's distractors: a 10-person watchlist.
+TEN_PEOPLE = (
+    "joe_biden",
+    "bradley_cooper",
+    "john_lennon",
+    "eric_clapton",
+    "angelina_jolie",
+    "anthony_hopkins",
+    "bbt_sheldon",
+    "bbt_leonard",
+    "bbt_howard",
+    "bbt_raj",
+)
+#: Measured on 2026-12-03: 38 templates, calibrated threshold 0.395, 172 photos of the 42 other
+#: people probed, 1 named (0.6 %): kate_siegel/1.jpg as angelina_jolie (0.499), her look-alike.
+#: At the pack's fixed 0.363 this was 4 of 211 (issue 11). The goal is at most 1 %.
+TEN_STRANGERS_NAMED_CEILING = 0.01
+
+
+@pytest.mark.slow
+def test_strangers_against_a_ten_person_watchlist(
+    tmp_path: Path, engine: FaceEngine, faces_dir: Path
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, watchlist={"database_url": f"sqlite:///{tmp_path / 'w.db'}"}
+    )
+    folders = sorted((faces_dir / "identities").iterdir())
+    with Watchlist.open(settings, engine) as watchlist:
+        for name in TEN_PEOPLE:
+            photos = sorted((faces_dir / "identities" / name).iterdir())
+            watchlist.enroll(
+                {"name": name}, [Photo(str(p), p.read_bytes()) for p in photos], largest=True
+            )
+        assert watchlist.match_threshold().source is ThresholdSource.CALIBRATED
+        probes = [p for f in folders if f.name not in TEN_PEOPLE for p in sorted(f.iterdir())]
+        named = []
+        for path in probes:
+            faces = engine.embed([read_image(path)])[0]
+            if not len(faces):
+                continue
+            largest = faces[[faces.largest()]]
+            found = watchlist.identify_faces([largest], [str(path)])[0][0]
+            if found.person is not None:
+                named.append((path.parent.name, found.person, found.similarity))
+    assert len(probes) >= 150
+    assert len(named) / len(probes) <= TEN_STRANGERS_NAMED_CEILING, named
